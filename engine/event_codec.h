@@ -1,0 +1,41 @@
+// Decoding input bytes into loyalty.v1.Event, and the event's content identity.
+#ifndef LOYALTY_ENGINE_EVENT_CODEC_H_
+#define LOYALTY_ENGINE_EVENT_CODEC_H_
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+#include "loyalty/v1/event.pb.h"
+#include "loyalty/v1/log.pb.h"
+
+namespace loyalty {
+
+// JSON when the first non-blank byte is '{' or the producer said
+// `content-type: application/json`; protobuf otherwise (interfaces.md).
+v1::Encoding DetectEncoding(std::string_view raw, bool json_content_type);
+
+// Decodes `raw` as `encoding`. Unknown fields are ignored (forward compatibility).
+// InvalidArgument, with what was wrong, when the bytes do not decode, a value has
+// the wrong type, or the timestamp is not a valid RFC 3339 time.
+absl::StatusOr<v1::Event> DecodeEvent(std::string_view raw, v1::Encoding encoding);
+
+// The deterministic protobuf encoding of `event` without unknown fields: equal
+// events (rules.md section 10: "the same content") have equal encodings.
+std::string CanonicalEncoding(const v1::Event& event);
+
+// The first 16 bytes of SHA-256 over the canonical encoding.
+std::string ContentDigest(std::string_view canonical_encoding);
+inline constexpr size_t kContentDigestBytes = 16;
+
+// Deterministic serialization of any message (maps in key order), for everything
+// that is hashed or compared byte for byte.
+std::string SerializeDeterministic(const google::protobuf::Message& message);
+
+// Proto3 JSON of `message` (lowerCamelCase names, every primitive field printed).
+std::string ToJson(const google::protobuf::Message& message);
+
+}  // namespace loyalty
+
+#endif  // LOYALTY_ENGINE_EVENT_CODEC_H_

@@ -1,0 +1,436 @@
+#include "engine/event_log.h"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/event_codec.h"
+#include "engine/internal/keys.h"
+#include "engine/status_macros.h"
+#include "rocksdb/db.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/options.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
+
+namespace loyalty {
+namespace {
+
+constexpr char kFormatKey[] = "format";
+constexpr char kFormatValue[] = "loyalty-log-v1";
+
+constexpr char kLogCf[] = "log";
+constexpr char kEventIdsCf[] = "event_ids";
+constexpr char kCustomersCf[] = "customers";
+constexpr char kSourcesCf[] = "sources";
+constexpr char kDeadLettersCf[] = "dead_letters";
+
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = absl::StrCat(what, ": ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  if (s.IsBusy() || s.IsTryAgain()) return absl::UnavailableError(msg);
+  return absl::InternalError(msg);
+}
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+bool GetVarint(std::string_view* in, uint64_t* v) {
+  uint64_t result = 0;
+  for (int shift = 0; shift <= 63 && !in->empty(); shift += 7) {
+    const uint8_t byte = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+rocksdb::ColumnFamilyOptions LogCfOptions(const LogOptions& options) {
+  rocksdb::ColumnFamilyOptions cf;
+  cf.write_buffer_size = options.write_buffer_bytes;
+  cf.compression = rocksdb::kLZ4Compression;
+  cf.bottommost_compression = rocksdb::kZSTD;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_size = 16 * 1024;
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return cf;
+}
+
+// Index column families are point-looked-up for keys that mostly do not exist:
+// whole-key bloom filters in the tables and the memtable answer those quickly.
+rocksdb::ColumnFamilyOptions IndexCfOptions(const LogOptions& options) {
+  rocksdb::ColumnFamilyOptions cf;
+  cf.write_buffer_size = options.write_buffer_bytes;
+  cf.compression = rocksdb::kLZ4Compression;
+  cf.memtable_prefix_bloom_size_ratio = 0.1;
+  cf.memtable_whole_key_filtering = true;
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.whole_key_filtering = true;
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return cf;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- LogBatch
+
+LogBatch::LogBatch(const EventLog* log, uint64_t first_seq, const Sha256Digest& prev_hash)
+    : log_(log),
+      first_seq_(first_seq),
+      next_seq_(first_seq),
+      head_hash_(prev_hash),
+      write_batch_(std::make_unique<rocksdb::WriteBatch>()) {}
+
+LogBatch::~LogBatch() = default;
+LogBatch::LogBatch(LogBatch&&) = default;
+LogBatch& LogBatch::operator=(LogBatch&&) = default;
+
+uint64_t LogBatch::Append(v1::LogRecord* record) {
+  const uint64_t seq = next_seq_++;
+  record->set_seq(seq);
+  std::string value = SerializeDeterministic(*record);
+  head_hash_ = Sha256Of2(DigestView(head_hash_), value);
+  value.append(DigestView(head_hash_));
+  // A rocksdb::WriteBatch::Put into memory fails only past its 4 GiB size limit,
+  // which batches bounded by the ingest limits never reach.
+  write_batch_->Put(log_->log_cf_, internal::SeqKey(seq), value).PermitUncheckedError();
+  return seq;
+}
+
+void LogBatch::IndexEventId(std::string_view event_id, uint64_t seq,
+                            std::string_view content_digest) {
+  std::string value;
+  internal::PutBigEndian64(&value, seq);
+  value.append(content_digest);
+  event_id_puts_.emplace_back(std::string(event_id), std::move(value));
+}
+
+void LogBatch::IndexCustomer(std::string_view customer_id, uint64_t seq) {
+  customer_seqs_[std::string(customer_id)].push_back(seq);
+}
+
+void LogBatch::IndexDeadLetter(const v1::SourcePosition& position, uint64_t seq,
+                               std::string_view raw_sha256) {
+  std::string value;
+  internal::PutBigEndian64(&value, seq);
+  value.append(raw_sha256);
+  write_batch_->Put(log_->dead_letters_cf_, internal::PositionKey(position), value)
+      .PermitUncheckedError();  // in-memory batch: see Append
+}
+
+void LogBatch::SetSourcePosition(const v1::SourcePosition& position) {
+  source_positions_[internal::SourceKey(position)] = SerializeDeterministic(position);
+}
+
+// ---------------------------------------------------------------- EventLog
+
+EventLog::EventLog(const LogOptions& options) : options_(options) {}
+
+EventLog::~EventLog() {
+  if (db_ != nullptr) {
+    for (auto* h : handles_) {
+      // Closing a handle of an open DB does not fail in practice; nothing could
+      // be done about it at destruction anyway.
+      db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    }
+    db_->Close().PermitUncheckedError();  // see above
+    db_.reset();
+  }
+  if (!secondary_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(secondary_dir_, ec);  // a leftover temp dir is harmless
+  }
+}
+
+absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& options) {
+  if (options.data_dir.empty()) return absl::InvalidArgumentError("no data directory given");
+  std::unique_ptr<EventLog> log(new EventLog(options));
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = !options.read_only;
+  db_options.create_missing_column_families = !options.read_only;
+  db_options.max_background_jobs = 2;
+  db_options.bytes_per_sync = 1 << 20;
+  if (options.env != nullptr) db_options.env = options.env;
+
+  const std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName, kLogCf,
+                                          kEventIdsCf, kCustomersCf, kSourcesCf,
+                                          kDeadLettersCf};
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (const auto& name : names) {
+    cfs.emplace_back(name, name == kLogCf ? LogCfOptions(options) : IndexCfOptions(options));
+  }
+
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s;
+  if (options.read_only) {
+    if (!std::filesystem::exists(std::filesystem::path(options.data_dir) / "CURRENT")) {
+      return absl::NotFoundError(
+          absl::StrCat("no event log in ", options.data_dir));
+    }
+    char tmpl[] = "/tmp/loyalty-reader-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) {
+      return absl::InternalError("cannot create a temporary directory for the reader");
+    }
+    log->secondary_dir_ = tmpl;
+    db_options.max_open_files = -1;  // a secondary must keep every file it uses open
+    s = rocksdb::DB::OpenAsSecondary(db_options, options.data_dir, log->secondary_dir_,
+                                     cfs, &log->handles_, &raw);
+  } else {
+    s = rocksdb::DB::Open(db_options, options.data_dir, cfs, &log->handles_, &raw);
+  }
+  if (!s.ok()) {
+    if (s.IsIOError() && absl::StrContains(s.ToString(), "lock")) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data directory ", options.data_dir,
+          " is in use by another process writing it (", s.ToString(), ")"));
+    }
+    return FromRocks(s, absl::StrCat("opening the event log in ", options.data_dir));
+  }
+  log->db_.reset(raw);
+  log->log_cf_ = log->handles_[1];
+  log->event_ids_cf_ = log->handles_[2];
+  log->customers_cf_ = log->handles_[3];
+  log->sources_cf_ = log->handles_[4];
+  log->dead_letters_cf_ = log->handles_[5];
+
+  std::string format;
+  s = log->db_->Get(rocksdb::ReadOptions(), log->handles_[0], kFormatKey, &format);
+  if (s.IsNotFound()) {
+    if (options.read_only) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(options.data_dir, " holds no initialized event log"));
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    LOYALTY_RETURN_IF_ERROR(FromRocks(
+        log->db_->Put(wo, log->handles_[0], kFormatKey, kFormatValue), "initializing the log"));
+  } else if (!s.ok()) {
+    return FromRocks(s, "reading the log format");
+  } else if (format != kFormatValue) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options.data_dir, " holds a log of format '", format, "'; this engine reads '",
+        kFormatValue, "'"));
+  }
+  LOYALTY_RETURN_IF_ERROR(log->LoadHead());
+  return log;
+}
+
+absl::Status EventLog::LoadHead() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log_cf_));
+  it->SeekToLast();
+  LogHead head;
+  if (it->Valid()) {
+    auto seq = internal::ParseSeqKey(it->key().ToStringView());
+    if (!seq.has_value() || it->value().size() < kChainHashBytes) {
+      return absl::DataLossError("the last log record is malformed; run `loyalty replay verify`");
+    }
+    head.seq = *seq;
+    std::copy_n(it->value().data() + it->value().size() - kChainHashBytes, kChainHashBytes,
+                head.hash.begin());
+  }
+  LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the log head"));
+  absl::MutexLock lock(&head_mu_);
+  head_ = head;
+  return absl::OkStatus();
+}
+
+LogHead EventLog::head() const {
+  absl::MutexLock lock(&head_mu_);
+  return head_;
+}
+
+LogBatch EventLog::NewBatch() const {
+  const LogHead h = head();
+  return LogBatch(this, h.seq + 1, h.hash);
+}
+
+absl::Status EventLog::Commit(LogBatch batch) {
+  if (options_.read_only) return absl::FailedPreconditionError("the log is open read-only");
+  const LogHead before = head();
+  if (batch.first_seq_ != before.seq + 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "batch starts at ", batch.first_seq_, " but the head is ", before.seq));
+  }
+  rocksdb::WriteBatch* wb = batch.write_batch_.get();
+  // Sorted index keys let the memtable reuse its insertion point between puts.
+  std::sort(batch.event_id_puts_.begin(), batch.event_id_puts_.end());
+  for (const auto& [k, v] : batch.event_id_puts_) {
+    wb->Put(event_ids_cf_, k, v).PermitUncheckedError();  // in-memory batch
+  }
+  for (const auto& [customer, seqs] : batch.customer_seqs_) {
+    std::string value;
+    PutVarint(&value, seqs.size());
+    uint64_t prev = seqs.front();
+    for (size_t i = 1; i < seqs.size(); ++i) {
+      PutVarint(&value, seqs[i] - prev);
+      prev = seqs[i];
+    }
+    wb->Put(customers_cf_, internal::CustomerKey(customer, seqs.front()), value)
+        .PermitUncheckedError();  // in-memory batch
+  }
+  for (const auto& [k, v] : batch.source_positions_) {
+    wb->Put(sources_cf_, k, v).PermitUncheckedError();  // in-memory batch
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync_writes;
+  LOYALTY_RETURN_IF_ERROR(FromRocks(db_->Write(wo, wb), "writing a log batch"));
+  absl::MutexLock lock(&head_mu_);
+  head_.seq = batch.last_seq();
+  head_.hash = batch.head_hash_;
+  return absl::OkStatus();
+}
+
+absl::Status EventLog::LookupEventIds(const std::vector<std::string_view>& event_ids,
+                                      std::vector<std::optional<EventIdEntry>>* out) const {
+  out->assign(event_ids.size(), std::nullopt);
+  if (event_ids.empty()) return absl::OkStatus();
+  std::vector<rocksdb::Slice> keys;
+  keys.reserve(event_ids.size());
+  for (auto id : event_ids) keys.emplace_back(id.data(), id.size());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), event_ids_cf_, keys.size(), keys.data(),
+                values.data(), statuses.data());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    LOYALTY_RETURN_IF_ERROR(FromRocks(statuses[i], "looking up an event id"));
+    std::string_view v = values[i].ToStringView();
+    if (v.size() < 8) return absl::DataLossError("malformed event-id index entry");
+    (*out)[i] = EventIdEntry{internal::GetBigEndian64(v), std::string(v.substr(8))};
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EventLog::LookupDeadLetters(
+    const std::vector<std::string>& position_keys,
+    std::vector<std::optional<DeadLetterEntry>>* out) const {
+  out->assign(position_keys.size(), std::nullopt);
+  for (size_t i = 0; i < position_keys.size(); ++i) {
+    std::string v;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), dead_letters_cf_, position_keys[i], &v);
+    if (s.IsNotFound()) continue;
+    LOYALTY_RETURN_IF_ERROR(FromRocks(s, "looking up a dead-letter position"));
+    if (v.size() < 8) return absl::DataLossError("malformed dead-letter index entry");
+    (*out)[i] = DeadLetterEntry{internal::GetBigEndian64(v), v.substr(8)};
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::SourcePosition>> EventLog::SourcePositionOf(
+    const v1::SourcePosition& position) const {
+  std::string v;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), sources_cf_, internal::SourceKey(position), &v);
+  if (s.IsNotFound()) return std::optional<v1::SourcePosition>();
+  LOYALTY_RETURN_IF_ERROR(FromRocks(s, "reading a source position"));
+  v1::SourcePosition out;
+  if (!out.ParseFromString(v)) return absl::DataLossError("malformed source position");
+  return std::optional<v1::SourcePosition>(std::move(out));
+}
+
+absl::StatusOr<std::vector<v1::SourcePosition>> EventLog::SourcePositions() const {
+  std::vector<v1::SourcePosition> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), sources_cf_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    v1::SourcePosition p;
+    if (!p.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("malformed source position");
+    }
+    out.push_back(std::move(p));
+  }
+  LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "listing source positions"));
+  return out;
+}
+
+absl::Status EventLog::Scan(uint64_t from, uint64_t to, const ScanFn& fn) const {
+  if (from > to) return absl::OkStatus();
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = true;
+  ro.readahead_size = 2 << 20;
+  std::string upper;
+  rocksdb::Slice upper_slice;
+  if (to < UINT64_MAX) {
+    upper = internal::SeqKey(to + 1);
+    upper_slice = rocksdb::Slice(upper);
+    ro.iterate_upper_bound = &upper_slice;
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, log_cf_));
+  for (it->Seek(internal::SeqKey(from)); it->Valid(); it->Next()) {
+    std::string_view key = it->key().ToStringView();
+    std::string_view value = it->value().ToStringView();
+    auto seq = internal::ParseSeqKey(key);
+    std::string_view record, hash;
+    if (value.size() >= kChainHashBytes) {
+      record = value.substr(0, value.size() - kChainHashBytes);
+      hash = value.substr(value.size() - kChainHashBytes);
+    } else {
+      record = value;
+    }
+    LOYALTY_RETURN_IF_ERROR(fn(seq.value_or(0), key, record, hash));
+  }
+  return FromRocks(it->status(), "reading the log");
+}
+
+absl::StatusOr<v1::LogRecord> EventLog::Read(uint64_t seq) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), log_cf_, internal::SeqKey(seq), &value);
+  if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat("no record ", seq));
+  LOYALTY_RETURN_IF_ERROR(FromRocks(s, "reading a record"));
+  v1::LogRecord record;
+  if (value.size() < kChainHashBytes ||
+      !record.ParseFromArray(value.data(), static_cast<int>(value.size() - kChainHashBytes))) {
+    return absl::DataLossError(absl::StrCat("record ", seq, " does not decode"));
+  }
+  return record;
+}
+
+absl::StatusOr<std::vector<uint64_t>> EventLog::CustomerSeqs(
+    std::string_view customer_id) const {
+  std::vector<uint64_t> out;
+  const std::string prefix = internal::CustomerPrefix(customer_id);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), customers_cf_));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    std::string_view key = it->key().ToStringView();
+    if (key.size() != prefix.size() + 8) continue;  // a longer id sharing the prefix
+    uint64_t seq = internal::GetBigEndian64(key.substr(prefix.size()));
+    std::string_view v = it->value().ToStringView();
+    uint64_t count = 0;
+    if (!GetVarint(&v, &count) || count == 0) {
+      return absl::DataLossError("malformed customer index entry");
+    }
+    out.push_back(seq);
+    for (uint64_t i = 1; i < count; ++i) {
+      uint64_t delta = 0;
+      if (!GetVarint(&v, &delta)) return absl::DataLossError("malformed customer index entry");
+      seq += delta;
+      out.push_back(seq);
+    }
+  }
+  LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the customer index"));
+  return out;
+}
+
+absl::Status EventLog::CatchUp() {
+  if (!options_.read_only) return absl::OkStatus();
+  LOYALTY_RETURN_IF_ERROR(FromRocks(db_->TryCatchUpWithPrimary(), "catching up with the writer"));
+  return LoadHead();
+}
+
+}  // namespace loyalty

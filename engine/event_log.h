@@ -1,0 +1,206 @@
+// The append-only, hash-chained event log on RocksDB (docs/log-format.md).
+//
+// One log per data directory: one gapless sequence from 1, one SHA-256 chain.
+// Records are only ever appended, in atomic batches (one RocksDB WriteBatch each,
+// holding the records, their indexes and the source positions they cover); no API
+// updates or deletes a record.
+#ifndef LOYALTY_ENGINE_EVENT_LOG_H_
+#define LOYALTY_ENGINE_EVENT_LOG_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/sha256.h"
+#include "loyalty/v1/log.pb.h"
+
+namespace rocksdb {
+class ColumnFamilyHandle;
+class DB;
+class Env;
+class WriteBatch;
+}  // namespace rocksdb
+
+namespace loyalty {
+
+class EventLog;
+
+struct LogOptions {
+  // The data directory. Created (with its column families) if missing, unless
+  // read_only. Required.
+  std::string data_dir;
+
+  // Open for reading only, beside a process that may be writing: a RocksDB
+  // secondary instance that catches up with the writer on CatchUp().
+  // Default: false.
+  bool read_only = false;
+
+  // fsync the WAL with every batch, so an acknowledged batch survives power loss.
+  // Off, a batch survives a process crash but not an OS crash.
+  // Default: true.
+  bool sync_writes = true;
+
+  // The RocksDB environment; tests pass a fault-injecting or in-memory one.
+  // Not owned; must outlive the log. Default: nullptr (rocksdb::Env::Default()).
+  rocksdb::Env* env = nullptr;
+
+  // Memtable size per column family. Larger memtables make the random-key index
+  // inserts cheaper (notes/platform.md). Default: 64 MiB.
+  size_t write_buffer_bytes = 64 << 20;
+};
+
+// The last record: its sequence number (0 for an empty log) and chain hash
+// (32 zero bytes for an empty log).
+struct LogHead {
+  uint64_t seq = 0;
+  Sha256Digest hash{};
+};
+
+// What the event-id index holds for an applied event.
+struct EventIdEntry {
+  uint64_t seq = 0;
+  std::string content_digest;
+};
+
+// What the dead-letter index holds for a dead letter at an input position.
+struct DeadLetterEntry {
+  uint64_t seq = 0;
+  std::string raw_sha256;
+};
+
+// One batch being built: records get consecutive sequence numbers and their chain
+// hashes as they are appended. Nothing is visible until EventLog::Commit.
+// Thread-compatible.
+class LogBatch {
+ public:
+  LogBatch(LogBatch&&);
+  LogBatch& operator=(LogBatch&&);
+  ~LogBatch();
+
+  // Assigns the next sequence number to `record` (it must have none), serializes
+  // it deterministically, chains it, and adds it. Returns the sequence number.
+  uint64_t Append(v1::LogRecord* record);
+
+  // Index entries for the records appended above.
+  void IndexEventId(std::string_view event_id, uint64_t seq,
+                    std::string_view content_digest);
+  void IndexCustomer(std::string_view customer_id, uint64_t seq);
+  void IndexDeadLetter(const v1::SourcePosition& position, uint64_t seq,
+                       std::string_view raw_sha256);
+  // Records that the input up to and including `position` has been taken; the
+  // last position set per source wins.
+  void SetSourcePosition(const v1::SourcePosition& position);
+
+  uint64_t first_seq() const { return first_seq_; }
+  // The last sequence number appended, or first_seq() - 1 if none.
+  uint64_t last_seq() const { return next_seq_ - 1; }
+  size_t record_count() const { return next_seq_ - first_seq_; }
+  const Sha256Digest& head_hash() const { return head_hash_; }
+
+ private:
+  friend class EventLog;
+  LogBatch(const EventLog* log, uint64_t first_seq, const Sha256Digest& prev_hash);
+
+  const EventLog* log_;
+  uint64_t first_seq_;
+  uint64_t next_seq_;
+  Sha256Digest head_hash_;
+  std::unique_ptr<rocksdb::WriteBatch> write_batch_;
+  std::vector<std::pair<std::string, std::string>> event_id_puts_;
+  std::map<std::string, std::vector<uint64_t>> customer_seqs_;
+  std::map<std::string, std::string> source_positions_;
+};
+
+class EventLog {
+ public:
+  // Opens (or creates) the log in options.data_dir. FailedPrecondition with a
+  // clear message if another process is writing the directory, or if it holds a
+  // log of an unknown format.
+  static absl::StatusOr<std::unique_ptr<EventLog>> Open(const LogOptions& options);
+  ~EventLog();
+
+  EventLog(const EventLog&) = delete;
+  EventLog& operator=(const EventLog&) = delete;
+
+  // The last committed record. Thread-safe.
+  LogHead head() const;
+
+  // A new batch starting after the current head. Only one batch may be open at a
+  // time (single writer). Not for read-only logs.
+  LogBatch NewBatch() const;
+
+  // Writes the batch atomically (records, indexes, source positions) and moves the
+  // head. On error nothing of the batch is visible and the head stays; the caller
+  // must not commit later batches built on it.
+  absl::Status Commit(LogBatch batch);
+
+  // Lookups in committed state, one result per key, in order.
+  absl::Status LookupEventIds(const std::vector<std::string_view>& event_ids,
+                              std::vector<std::optional<EventIdEntry>>* out) const;
+  absl::Status LookupDeadLetters(const std::vector<std::string>& position_keys,
+                                 std::vector<std::optional<DeadLetterEntry>>* out) const;
+  // The last position taken from the source of `position` (its topic/partition or
+  // file), if any.
+  absl::StatusOr<std::optional<v1::SourcePosition>> SourcePositionOf(
+      const v1::SourcePosition& position) const;
+  // Every stored source position.
+  absl::StatusOr<std::vector<v1::SourcePosition>> SourcePositions() const;
+
+  // Calls `fn(seq, record_bytes, chain_hash)` for each stored record with
+  // from <= seq <= to, in order, until fn returns an error (returned as is).
+  // Reads raw storage: it does not check sequence or chain (see VerifyLog).
+  using ScanFn = std::function<absl::Status(uint64_t seq, std::string_view key,
+                                            std::string_view record_bytes,
+                                            std::string_view chain_hash)>;
+  absl::Status Scan(uint64_t from, uint64_t to, const ScanFn& fn) const;
+
+  // One record, parsed. NotFound if there is none.
+  absl::StatusOr<v1::LogRecord> Read(uint64_t seq) const;
+
+  // The sequence numbers of a customer's records, ascending.
+  absl::StatusOr<std::vector<uint64_t>> CustomerSeqs(std::string_view customer_id) const;
+
+  // Read-only logs: catch up with the writer's latest committed state.
+  absl::Status CatchUp();
+
+  // The underlying database, for the projection store that writes beside the log
+  // in the same batches.
+  rocksdb::DB* db() const { return db_.get(); }
+
+  const LogOptions& options() const { return options_; }
+
+ private:
+  friend class LogBatch;
+  EventLog(const LogOptions& options);
+  absl::Status LoadHead();
+
+  LogOptions options_;
+  std::string secondary_dir_;  // read_only: RocksDB's secondary directory
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* log_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* event_ids_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* customers_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* sources_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* dead_letters_cf_ = nullptr;
+
+  mutable absl::Mutex head_mu_;
+  LogHead head_ ABSL_GUARDED_BY(head_mu_);
+};
+
+// The stored value of a log record: the record's deterministic encoding followed by
+// its 32-byte chain hash.
+inline constexpr size_t kChainHashBytes = 32;
+
+}  // namespace loyalty
+
+#endif  // LOYALTY_ENGINE_EVENT_LOG_H_

@@ -1,0 +1,180 @@
+#include "engine/ingestor.h"
+
+#include <optional>
+#include <string_view>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "engine/event_codec.h"
+#include "engine/internal/keys.h"
+#include "engine/sha256.h"
+#include "engine/status_macros.h"
+#include "engine/validation.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace loyalty {
+namespace {
+
+enum class Verdict { kApply, kDuplicate, kDeadLetter };
+
+struct Decoded {
+  Verdict verdict = Verdict::kDeadLetter;
+  v1::Encoding encoding = v1::ENCODING_UNSPECIFIED;
+  v1::Event event;
+  std::string canonical;
+  std::string digest;
+  Rejection rejection{v1::DEAD_LETTER_REASON_UNSPECIFIED, ""};
+};
+
+void DecodeAndValidate(const InputMessage& m, absl::Time now, Decoded* d) {
+  d->encoding = DetectEncoding(m.raw, m.json_content_type);
+  const uint64_t size = m.full_size != 0 ? m.full_size : m.raw.size();
+  if (size > kMaxMessageBytes) {
+    d->rejection = {v1::MESSAGE_TOO_LARGE,
+                    absl::StrCat("the message is ", size, " bytes, over the limit of ",
+                                 kMaxMessageBytes)};
+    return;
+  }
+  auto event = DecodeEvent(m.raw, d->encoding);
+  if (!event.ok()) {
+    d->rejection = {v1::UNDECODABLE, std::string(event.status().message())};
+    return;
+  }
+  if (auto r = ValidateEvent(*event, now)) {
+    d->rejection = std::move(*r);
+    return;
+  }
+  d->event = std::move(*event);
+  d->canonical = CanonicalEncoding(d->event);
+  d->digest = ContentDigest(d->canonical);
+  d->verdict = Verdict::kApply;
+}
+
+}  // namespace
+
+void IngestCounts::Add(const IngestCounts& o) {
+  messages += o.messages;
+  applied += o.applied;
+  duplicates += o.duplicates;
+  dead_letters += o.dead_letters;
+  repeated_dead_letters += o.repeated_dead_letters;
+  key_mismatches += o.key_mismatches;
+  for (const auto& [reason, n] : o.dead_letters_by_reason) dead_letters_by_reason[reason] += n;
+}
+
+absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessage>& batch) {
+  IngestCounts counts;
+  counts.messages = batch.size();
+  if (batch.empty()) return counts;
+
+  // One clock reading per batch: every record of the batch keeps it, and
+  // validation of occurred_at uses exactly that reading.
+  const absl::Time now = absl::FromUnixMicros(absl::ToUnixMicros(clock_->Now()));
+  std::vector<Decoded> decoded(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) DecodeAndValidate(batch[i], now, &decoded[i]);
+
+  // Idempotency by event_id, against committed state and earlier messages of this
+  // batch. Only applied events reserve an id.
+  std::vector<std::string_view> ids;
+  std::vector<size_t> id_index;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (decoded[i].verdict != Verdict::kApply) continue;
+    ids.push_back(decoded[i].event.event_id());
+    id_index.push_back(i);
+  }
+  std::vector<std::optional<EventIdEntry>> committed;
+  LOYALTY_RETURN_IF_ERROR(log_->LookupEventIds(ids, &committed));
+  absl::flat_hash_map<std::string_view, std::string_view> batch_ids;  // id -> digest
+  for (size_t j = 0; j < ids.size(); ++j) {
+    Decoded& d = decoded[id_index[j]];
+    std::optional<std::string_view> seen;
+    if (committed[j].has_value()) {
+      seen = committed[j]->content_digest;
+    } else if (auto it = batch_ids.find(ids[j]); it != batch_ids.end()) {
+      seen = it->second;
+    }
+    if (!seen.has_value()) {
+      batch_ids.emplace(ids[j], d.digest);
+    } else if (*seen == d.digest) {
+      d.verdict = Verdict::kDuplicate;
+    } else {
+      d.verdict = Verdict::kDeadLetter;
+      d.rejection = {v1::EVENT_ID_CONFLICT,
+                     absl::StrCat("event_id '", std::string(ids[j]),
+                                  "' was already applied with different content")};
+    }
+  }
+
+  // A dead letter already logged for the same input position with the same bytes
+  // is a redelivery of it (a file ingested again, a batch retried).
+  std::vector<std::string> dl_keys;
+  std::vector<size_t> dl_index;
+  std::vector<std::string> raw_sha(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (decoded[i].verdict != Verdict::kDeadLetter) continue;
+    raw_sha[i] = batch[i].full_size != 0 ? batch[i].full_sha256
+                                         : std::string(DigestView(Sha256Of(batch[i].raw)));
+    dl_keys.push_back(internal::PositionKey(batch[i].source));
+    dl_index.push_back(i);
+  }
+  std::vector<std::optional<DeadLetterEntry>> dl_committed;
+  LOYALTY_RETURN_IF_ERROR(log_->LookupDeadLetters(dl_keys, &dl_committed));
+  std::vector<bool> repeated_dl(batch.size(), false);
+  for (size_t j = 0; j < dl_keys.size(); ++j) {
+    if (dl_committed[j].has_value() && dl_committed[j]->raw_sha256 == raw_sha[dl_index[j]]) {
+      repeated_dl[dl_index[j]] = true;
+    }
+  }
+
+  LogBatch out = log_->NewBatch();
+  google::protobuf::Timestamp ingested_at =
+      google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const InputMessage& m = batch[i];
+    Decoded& d = decoded[i];
+    out.SetSourcePosition(m.source);
+    if (d.verdict == Verdict::kDuplicate) {
+      ++counts.duplicates;
+      continue;
+    }
+    if (d.verdict == Verdict::kDeadLetter && repeated_dl[i]) {
+      ++counts.repeated_dead_letters;
+      continue;
+    }
+    v1::LogRecord record;
+    *record.mutable_ingested_at() = ingested_at;
+    *record.mutable_source() = m.source;
+    record.set_raw(m.raw);
+    record.set_encoding(d.encoding);
+    record.set_key(m.key);
+    if (d.verdict == Verdict::kApply) {
+      v1::Applied* applied = record.mutable_applied();
+      if (d.encoding != v1::ENCODING_PROTOBUF || d.canonical != m.raw) {
+        *applied->mutable_event() = d.event;
+      } else {
+        applied->Clear();  // raw is the canonical encoding: the event is raw
+      }
+      const uint64_t seq = out.Append(&record);
+      out.IndexEventId(d.event.event_id(), seq, d.digest);
+      out.IndexCustomer(d.event.customer_id(), seq);
+      ++counts.applied;
+      if (!m.key.empty() && m.key != d.event.customer_id()) ++counts.key_mismatches;
+    } else {
+      v1::DeadLetter* dl = record.mutable_dead_letter();
+      dl->set_reason(d.rejection.reason);
+      dl->set_detail(d.rejection.detail);
+      if (m.full_size != 0) {
+        dl->set_raw_size(m.full_size);
+        dl->set_raw_sha256(m.full_sha256);
+      }
+      const uint64_t seq = out.Append(&record);
+      out.IndexDeadLetter(m.source, seq, raw_sha[i]);
+      ++counts.dead_letters;
+      ++counts.dead_letters_by_reason[d.rejection.reason];
+    }
+  }
+  LOYALTY_RETURN_IF_ERROR(log_->Commit(std::move(out)));
+  return counts;
+}
+
+}  // namespace loyalty

@@ -1,0 +1,62 @@
+// The ingest pipeline shared by every input path (JSON-lines files now, Kafka
+// later): decode, validate, de-duplicate by event_id, and append one atomic batch
+// to the event log together with the source positions it covers.
+#ifndef LOYALTY_ENGINE_INGESTOR_H_
+#define LOYALTY_ENGINE_INGESTOR_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/clock.h"
+#include "engine/event_log.h"
+#include "loyalty/v1/log.pb.h"
+
+namespace loyalty {
+
+// One input message as received.
+struct InputMessage {
+  std::string raw;                 // the value's bytes exactly as received
+  std::string key;                 // the Kafka message key; empty for files
+  bool json_content_type = false;  // the producer sent content-type: application/json
+  v1::SourcePosition source;       // where it came from
+  // Set by readers that could not keep an oversized input whole: `raw` then holds
+  // its first bytes, and these its full size and SHA-256.
+  uint64_t full_size = 0;
+  std::string full_sha256;
+};
+
+// What happened to the messages of one or more batches.
+struct IngestCounts {
+  uint64_t messages = 0;
+  uint64_t applied = 0;                 // events appended (accepted or rejected)
+  uint64_t duplicates = 0;              // same event_id, same content: ignored
+  uint64_t dead_letters = 0;            // dead letters appended
+  uint64_t repeated_dead_letters = 0;   // a dead letter already logged for that position
+  uint64_t key_mismatches = 0;          // Kafka key differs from customer_id
+  std::map<v1::DeadLetterReason, uint64_t> dead_letters_by_reason;
+
+  uint64_t appended() const { return applied + dead_letters; }
+  void Add(const IngestCounts& other);
+};
+
+class Ingestor {
+ public:
+  // `log` and `clock` are not owned and must outlive the Ingestor.
+  Ingestor(EventLog* log, const Clock* clock) : log_(log), clock_(clock) {}
+
+  // Takes one batch of messages, in order, as one atomic append. On error nothing
+  // of the batch is stored and the caller must stop (or retry the same batch).
+  absl::StatusOr<IngestCounts> IngestBatch(const std::vector<InputMessage>& batch);
+
+ private:
+  EventLog* log_;
+  const Clock* clock_;
+};
+
+}  // namespace loyalty
+
+#endif  // LOYALTY_ENGINE_INGESTOR_H_

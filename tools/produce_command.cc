@@ -6,6 +6,8 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "engine/clock.h"
 #include "tools/commands.h"
 #include "tools/produce.h"
 #include "tools/progress.h"
@@ -15,8 +17,10 @@ namespace {
 
 struct ProduceArgs {
   std::string file;
+  std::string start;  // RFC 3339; empty: the stream ends at today's midnight UTC
   std::string format = "json";
   uint64_t rate = 0;
+  int64_t span_days = 365;
   ProduceOptions options;
 };
 
@@ -28,6 +32,23 @@ int RunProduce(ProduceArgs args) {
     return 2;
   }
   args.options.format = ProduceFormat::kJson;
+  args.options.span_seconds = args.span_days * 86400;
+  if (args.start.empty()) {
+    // By default the stream ends at the start of today (UTC), so that the engine's
+    // clock is past every well-formed event and only the deliberately future ones
+    // are more than 24 hours ahead of it.
+    const int64_t today = absl::ToUnixSeconds(RealClock()->Now()) / 86400 * 86400;
+    args.options.start_unix_seconds = today - args.options.span_seconds;
+  } else {
+    absl::Time t;
+    std::string err;
+    if (!absl::ParseTime(absl::RFC3339_full, args.start, &t, &err)) {
+      std::fprintf(stderr, "loyalty produce: --start %s is not an RFC 3339 time: %s\n",
+                   args.start.c_str(), err.c_str());
+      return 2;
+    }
+    args.options.start_unix_seconds = absl::ToUnixSeconds(t);
+  }
   FILE* out = args.file == "-" ? stdout : std::fopen(args.file.c_str(), "wb");
   if (out == nullptr) {
     std::fprintf(stderr, "loyalty produce: cannot write %s\n", args.file.c_str());
@@ -84,6 +105,10 @@ void AddProduceCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--rate", args->rate, "messages per second (0: as fast as possible)");
   cmd->add_option("--format", args->format, "json or protobuf")
       ->check(CLI::IsMember({"json", "protobuf"}));
+  cmd->add_option("--start", args->start,
+                  "occurred_at of the first event, RFC 3339 (default: the stream ends today)");
+  cmd->add_option("--span-days", args->span_days, "days the stream's occurred_at spans")
+      ->check(CLI::Range(int64_t{0}, int64_t{36500}));
   cmd->add_option("--seed", args->options.seed, "random seed (the same seed, the same stream)");
   cmd->add_option("--malformed-share", args->options.malformed_share,
                   "share of deliberately bad messages")

@@ -27,6 +27,8 @@ constexpr char kEventIdsCf[] = "event_ids";
 constexpr char kCustomersCf[] = "customers";
 constexpr char kSourcesCf[] = "sources";
 constexpr char kDeadLettersCf[] = "dead_letters";
+constexpr char kCustomerStateCf[] = "customer_state";
+constexpr char kProjectionMetaCf[] = "projection_meta";
 
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
@@ -134,6 +136,12 @@ void LogBatch::IndexDeadLetter(const v1::SourcePosition& position, uint64_t seq,
       .PermitUncheckedError();  // in-memory batch: see Append
 }
 
+void LogBatch::Put(ProjectionCf cf, std::string_view key, std::string_view value) {
+  write_batch_->Put(log_->ProjectionHandle(cf), rocksdb::Slice(key.data(), key.size()),
+                    rocksdb::Slice(value.data(), value.size()))
+      .PermitUncheckedError();  // in-memory batch: see Append
+}
+
 void LogBatch::SetSourcePosition(const v1::SourcePosition& position) {
   source_positions_[internal::SourceKey(position)] = SerializeDeterministic(position);
 }
@@ -171,7 +179,8 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
 
   const std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName, kLogCf,
                                           kEventIdsCf, kCustomersCf, kSourcesCf,
-                                          kDeadLettersCf};
+                                          kDeadLettersCf, kCustomerStateCf,
+                                          kProjectionMetaCf};
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (const auto& name : names) {
     cfs.emplace_back(name, name == kLogCf ? LogCfOptions(options) : IndexCfOptions(options));
@@ -209,6 +218,8 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
   log->customers_cf_ = log->handles_[3];
   log->sources_cf_ = log->handles_[4];
   log->dead_letters_cf_ = log->handles_[5];
+  log->customer_state_cf_ = log->handles_[6];
+  log->projection_meta_cf_ = log->handles_[7];
 
   std::string format;
   s = log->db_->Get(rocksdb::ReadOptions(), log->handles_[0], kFormatKey, &format);
@@ -425,6 +436,26 @@ absl::StatusOr<std::vector<uint64_t>> EventLog::CustomerSeqs(
   }
   LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the customer index"));
   return out;
+}
+
+absl::StatusOr<std::string> EventLog::GetProjection(LogBatch::ProjectionCf cf,
+                                                   std::string_view key) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), ProjectionHandle(cf),
+                               rocksdb::Slice(key.data(), key.size()), &value);
+  LOYALTY_RETURN_IF_ERROR(FromRocks(s, "reading projection state"));
+  return value;
+}
+
+absl::Status EventLog::ScanProjection(
+    LogBatch::ProjectionCf cf,
+    const std::function<absl::Status(std::string_view, std::string_view)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions(), ProjectionHandle(cf)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    LOYALTY_RETURN_IF_ERROR(fn(it->key().ToStringView(), it->value().ToStringView()));
+  }
+  return FromRocks(it->status(), "scanning projection state");
 }
 
 absl::Status EventLog::CatchUp() {

@@ -100,6 +100,12 @@ class LogBatch {
   // last position set per source wins.
   void SetSourcePosition(const v1::SourcePosition& position);
 
+  // Projection state written in the same batch as the records it derives from.
+  enum class ProjectionCf { kCustomerState, kProjectionMeta };
+  void Put(ProjectionCf cf, std::string_view key, std::string_view value);
+
+  // The sequence number the next Append will assign.
+  uint64_t next_seq() const { return next_seq_; }
   uint64_t first_seq() const { return first_seq_; }
   // The last sequence number appended, or first_seq() - 1 if none.
   uint64_t last_seq() const { return next_seq_ - 1; }
@@ -169,6 +175,14 @@ class EventLog {
   // The sequence numbers of a customer's records, ascending.
   absl::StatusOr<std::vector<uint64_t>> CustomerSeqs(std::string_view customer_id) const;
 
+  // Reads projection state (see LogBatch::Put). NotFound if absent.
+  absl::StatusOr<std::string> GetProjection(LogBatch::ProjectionCf cf, std::string_view key) const;
+  // Calls fn(key, value) for every entry of a projection column family, in key
+  // order, until fn returns an error.
+  absl::Status ScanProjection(
+      LogBatch::ProjectionCf cf,
+      const std::function<absl::Status(std::string_view key, std::string_view value)>& fn) const;
+
   // Read-only logs: catch up with the writer's latest committed state.
   absl::Status CatchUp();
 
@@ -192,6 +206,12 @@ class EventLog {
   rocksdb::ColumnFamilyHandle* customers_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* sources_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* dead_letters_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* customer_state_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* projection_meta_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* ProjectionHandle(LogBatch::ProjectionCf cf) const {
+    return cf == LogBatch::ProjectionCf::kCustomerState ? customer_state_cf_
+                                                        : projection_meta_cf_;
+  }
 
   mutable absl::Mutex head_mu_;
   LogHead head_ ABSL_GUARDED_BY(head_mu_);

@@ -1,5 +1,6 @@
 #include "engine/ingestor.h"
 
+#include <algorithm>
 #include <optional>
 #include <string_view>
 
@@ -59,10 +60,33 @@ void IngestCounts::Add(const IngestCounts& o) {
   dead_letters += o.dead_letters;
   repeated_dead_letters += o.repeated_dead_letters;
   key_mismatches += o.key_mismatches;
+  accepted += o.accepted;
+  rejected += o.rejected;
   for (const auto& [reason, n] : o.dead_letters_by_reason) dead_letters_by_reason[reason] += n;
 }
 
 absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessage>& batch) {
+  LogBatch out = log_->NewBatch();
+  if (processor_ != nullptr) {
+    if (absl::Status s = processor_->BeginBatch(&out); !s.ok()) {
+      processor_->AbortBatch();
+      return s;
+    }
+  }
+  absl::StatusOr<IngestCounts> counts = Build(batch, &out);
+  absl::Status s = counts.status();
+  if (s.ok() && processor_ != nullptr) s = processor_->EndBatch(&out);
+  if (s.ok()) s = log_->Commit(std::move(out));
+  if (!s.ok()) {
+    if (processor_ != nullptr) processor_->AbortBatch();
+    return s;
+  }
+  return counts;
+}
+
+absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& batch,
+                                             LogBatch* out_batch) {
+  LogBatch& out = *out_batch;
   IngestCounts counts;
   counts.messages = batch.size();
   if (batch.empty()) return counts;
@@ -126,9 +150,9 @@ absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessag
     }
   }
 
-  LogBatch out = log_->NewBatch();
   google::protobuf::Timestamp ingested_at =
       google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
+  std::vector<std::string> customers;
   for (size_t i = 0; i < batch.size(); ++i) {
     const InputMessage& m = batch[i];
     Decoded& d = decoded[i];
@@ -154,9 +178,21 @@ absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessag
       } else {
         applied->Clear();  // raw is the canonical encoding: the event is raw
       }
+      customers.clear();
+      customers.push_back(d.event.customer_id());
+      if (processor_ != nullptr) {
+        LOYALTY_RETURN_IF_ERROR(processor_->Process(d.event, out.next_seq(), applied, &customers));
+        if (applied->outcome().status() == v1::ACCEPTED) {
+          ++counts.accepted;
+        } else {
+          ++counts.rejected;
+        }
+      }
       const uint64_t seq = out.Append(&record);
       out.IndexEventId(d.event.event_id(), seq, d.digest);
-      out.IndexCustomer(d.event.customer_id(), seq);
+      std::sort(customers.begin(), customers.end());
+      customers.erase(std::unique(customers.begin(), customers.end()), customers.end());
+      for (const std::string& customer : customers) out.IndexCustomer(customer, seq);
       ++counts.applied;
       if (!m.key.empty() && m.key != d.event.customer_id()) ++counts.key_mismatches;
     } else {
@@ -173,7 +209,6 @@ absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessag
       ++counts.dead_letters_by_reason[d.rejection.reason];
     }
   }
-  LOYALTY_RETURN_IF_ERROR(log_->Commit(std::move(out)));
   return counts;
 }
 

@@ -37,24 +37,49 @@ struct IngestCounts {
   uint64_t dead_letters = 0;            // dead letters appended
   uint64_t repeated_dead_letters = 0;   // a dead letter already logged for that position
   uint64_t key_mismatches = 0;          // Kafka key differs from customer_id
+  uint64_t accepted = 0;                // applied events the rules accepted
+  uint64_t rejected = 0;                // applied events the rules rejected
   std::map<v1::DeadLetterReason, uint64_t> dead_letters_by_reason;
 
   uint64_t appended() const { return applied + dead_letters; }
   void Add(const IngestCounts& other);
 };
 
+// What turns applied events into decisions and projection state, in the same
+// batch as the records (the projections implement it).
+class EventProcessor {
+ public:
+  virtual ~EventProcessor() = default;
+  // Called once per batch before any record: may append records of its own (a
+  // program change).
+  virtual absl::Status BeginBatch(LogBatch* batch) = 0;
+  // Decides an applied event that will be record `seq`: fills `applied`'s outcome
+  // and adds to `customers` every customer whose ledger it wrote.
+  virtual absl::Status Process(const v1::Event& event, uint64_t seq, v1::Applied* applied,
+                               std::vector<std::string>* customers) = 0;
+  // Writes the batch's projection changes into it, just before it commits.
+  virtual absl::Status EndBatch(LogBatch* batch) = 0;
+  // The batch did not commit: forget every change made since BeginBatch.
+  virtual void AbortBatch() = 0;
+};
+
 class Ingestor {
  public:
-  // `log` and `clock` are not owned and must outlive the Ingestor.
-  Ingestor(EventLog* log, const Clock* clock) : log_(log), clock_(clock) {}
+  // `log` and `clock` (and `processor`, if given) are not owned and must outlive
+  // the Ingestor. Without a processor, events are logged but not decided.
+  Ingestor(EventLog* log, const Clock* clock, EventProcessor* processor = nullptr)
+      : log_(log), clock_(clock), processor_(processor) {}
 
   // Takes one batch of messages, in order, as one atomic append. On error nothing
   // of the batch is stored and the caller must stop (or retry the same batch).
   absl::StatusOr<IngestCounts> IngestBatch(const std::vector<InputMessage>& batch);
 
  private:
+  absl::StatusOr<IngestCounts> Build(const std::vector<InputMessage>& batch, LogBatch* out);
+
   EventLog* log_;
   const Clock* clock_;
+  EventProcessor* processor_;
 };
 
 }  // namespace loyalty

@@ -38,6 +38,10 @@ std::optional<Rejection> CheckPurchase(const v1::Purchase& p) {
                   absl::StrCat("purchase.amount_minor is ", p.amount_minor(),
                                "; it must be > 0"));
   }
+  if (p.amount_minor() > kMaxAmountMinor) {
+    return Reject(v1::AMOUNT_TOO_LARGE, absl::StrCat("purchase.amount_minor is ", p.amount_minor(),
+                                                     "; the limit is ", kMaxAmountMinor));
+  }
   if (p.lines_size() == 0) return std::nullopt;
   absl::int128 sum = 0;  // int64 lines can sum past int64
   for (int i = 0; i < p.lines_size(); ++i) {
@@ -74,6 +78,11 @@ std::optional<Rejection> CheckPayload(const v1::Event& e) {
                       absl::StrCat("refund.amount_minor is ", e.refund().amount_minor(),
                                    "; it must be > 0"));
       }
+      if (e.refund().amount_minor() > kMaxAmountMinor) {
+        return Reject(v1::AMOUNT_TOO_LARGE,
+                      absl::StrCat("refund.amount_minor is ", e.refund().amount_minor(),
+                                   "; the limit is ", kMaxAmountMinor));
+      }
       return std::nullopt;
     case v1::Event::kReferral:
       if (auto r = CheckId(e.referral().referrer_id(), "referral.referrer_id", true)) {
@@ -100,6 +109,11 @@ std::optional<Rejection> CheckPayload(const v1::Event& e) {
                       absl::StrCat("redemption.points is ", e.redemption().points(),
                                    "; it must be > 0"));
       }
+      if (e.redemption().points() > kMaxPoints) {
+        return Reject(v1::POINTS_TOO_LARGE,
+                      absl::StrCat("redemption.points is ", e.redemption().points(),
+                                   "; the limit is ", kMaxPoints));
+      }
       return std::nullopt;
     case v1::Event::kRedemptionCancel:
       return CheckId(e.redemption_cancel().redemption_id(),
@@ -107,6 +121,11 @@ std::optional<Rejection> CheckPayload(const v1::Event& e) {
     case v1::Event::kAdjustment:
       if (e.adjustment().points() == 0) {
         return Reject(v1::ZERO_POINTS, "adjustment.points is 0");
+      }
+      if (e.adjustment().points() > kMaxPoints || e.adjustment().points() < -kMaxPoints) {
+        return Reject(v1::POINTS_TOO_LARGE,
+                      absl::StrCat("adjustment.points is ", e.adjustment().points(),
+                                   "; the limit is ", kMaxPoints, " either way"));
       }
       return std::nullopt;
     case v1::Event::PAYLOAD_NOT_SET:

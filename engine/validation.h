@@ -5,6 +5,7 @@
 #define LOYALTY_ENGINE_VALIDATION_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -18,6 +19,11 @@ namespace loyalty {
 inline constexpr size_t kMaxMessageBytes = 64 * 1024;
 // Any id over this many bytes is a dead letter (rules.md section 10).
 inline constexpr size_t kMaxIdBytes = 128;
+// Amounts (minor units) and points beyond these are dead letters: they keep every
+// per-customer counter far from int64 overflow (9.2 x 10^18 is 9 million such
+// events of one customer). Not in rules.md; docs/rules.md states them.
+inline constexpr int64_t kMaxAmountMinor = 1'000'000'000'000;
+inline constexpr int64_t kMaxPoints = 1'000'000'000'000;
 // An event that occurred more than this far ahead of the ingest clock is a dead
 // letter (rules.md section 10).
 inline constexpr absl::Duration kMaxFutureSkew = absl::Hours(24);

@@ -87,10 +87,10 @@ TEST_CASE("ingesting the same file twice appends nothing the second time") {
   REQUIRE(second.exit_code == 0);
   REQUIRE(LastLine(second.out) == "appended 0, duplicate 1000, dead-lettered 0");
   auto log = OpenReadOnly(dir.Sub("data"));
-  REQUIRE(log->head().seq == 1000);
+  REQUIRE(log->head().seq == 1001);  // the program in force, then one record per line
   Run verify = RunLoyalty({"replay", "verify", "--data-dir", dir.Sub("data")});
   REQUIRE(verify.exit_code == 0);
-  REQUIRE(verify.out.find("verified 1000 records") != std::string::npos);
+  REQUIRE(verify.out.find("verified 1001 records") != std::string::npos);
 }
 
 TEST_CASE("bad usage exits non-zero") {
@@ -182,22 +182,24 @@ TEST_CASE("SIGKILL mid-ingest loses no committed batch and leaves no partial bat
     REQUIRE(pos->has_value());
     auto last = log->Read(head.seq);
     REQUIRE(last.ok());
-    // Every line is a valid, distinct event: line n is record n, so a whole number
-    // of batches is stored exactly when the position equals the head.
-    REQUIRE((*pos)->file().line() == head.seq);
-    REQUIRE(last->source().file().line() == head.seq);
-    REQUIRE(head.seq % 500 == 0);
+    // Record 1 is the program in force; every line is a valid, distinct event, so
+    // line n is record n + 1, and a whole number of batches is stored exactly when
+    // the position is one behind the head.
+    REQUIRE((*pos)->file().line() + 1 == head.seq);
+    REQUIRE(last->source().file().line() + 1 == head.seq);
+    REQUIRE((head.seq - 1) % 500 == 0);
   }
 
   Run rest = RunLoyalty({"ingest", "--data-dir", dir.Sub("data"), dir.Sub("in.jsonl")});
   REQUIRE(rest.exit_code == 0);
   auto log = OpenReadOnly(dir.Sub("data"));
-  REQUIRE(log->head().seq == static_cast<uint64_t>(kEvents));
+  REQUIRE(log->head().seq == static_cast<uint64_t>(kEvents) + 1);
   std::set<std::string> ids;
   REQUIRE(log->Scan(1, UINT64_MAX, [&](uint64_t, std::string_view, std::string_view bytes,
                                        std::string_view) {
             v1::LogRecord r;
             REQUIRE(r.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
+            if (r.has_program()) return absl::OkStatus();
             REQUIRE(r.has_applied());
             REQUIRE(ids.insert(r.applied().event().event_id()).second);
             return absl::OkStatus();

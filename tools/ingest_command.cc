@@ -13,6 +13,8 @@
 #include "engine/ingestor.h"
 #include "engine/sha256.h"
 #include "engine/validation.h"
+#include "projections/program.h"
+#include "projections/projector.h"
 #include "tools/commands.h"
 #include "tools/progress.h"
 
@@ -30,6 +32,7 @@ struct IngestArgs {
   size_t batch_lines = kDefaultBatchLines;
   bool no_sync = false;
   bool print_commits = false;
+  std::string program_file;
 };
 
 int RunIngest(const IngestArgs& args) {
@@ -41,13 +44,24 @@ int RunIngest(const IngestArgs& args) {
     std::fprintf(stderr, "loyalty ingest: %s\n", std::string(log.status().message()).c_str());
     return 1;
   }
+  auto program = LoadProgram(args.program_file);
+  if (!program.ok()) {
+    std::fprintf(stderr, "loyalty ingest: %s\n", std::string(program.status().message()).c_str());
+    return 1;
+  }
+  auto projector = Projector::Open(log->get(), *program);
+  if (!projector.ok()) {
+    std::fprintf(stderr, "loyalty ingest: %s\n",
+                 std::string(projector.status().message()).c_str());
+    return 1;
+  }
   auto reader = JsonLinesReader::Open(args.input);
   if (!reader.ok()) {
     std::fprintf(stderr, "loyalty ingest: %s\n",
                  std::string(reader.status().message()).c_str());
     return 1;
   }
-  Ingestor ingestor(log->get(), RealClock());
+  Ingestor ingestor(log->get(), RealClock(), projector->get());
   IngestCounts total;
   Progress progress;
   const auto start = std::chrono::steady_clock::now();
@@ -96,6 +110,9 @@ int RunIngest(const IngestArgs& args) {
               static_cast<unsigned long long>((*reader)->lines_read()), args.input.c_str(),
               static_cast<unsigned long long>((*reader)->blank_lines()), seconds,
               seconds > 0 ? (*reader)->lines_read() / seconds : 0.0);
+  std::printf("  events accepted %llu, rejected by the rules %llu (program version %u)\n",
+              static_cast<unsigned long long>(total.accepted),
+              static_cast<unsigned long long>(total.rejected), (*projector)->program_version());
   for (const auto& [reason, n] : total.dead_letters_by_reason) {
     std::printf("  dead letter %-22s %llu\n", DeadLetterReasonName(reason).c_str(),
                 static_cast<unsigned long long>(n));
@@ -131,6 +148,8 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--batch-lines", args->batch_lines,
                   "lines per atomic batch (one WAL sync each)")
       ->check(CLI::Range(size_t{1}, kMaxBatchLines));
+  cmd->add_option("--program", args->program_file,
+                  "the program settings (JSON, docs/program.md); default: rules.md's");
   cmd->add_flag("--no-sync", args->no_sync,
                 "do not fsync the WAL per batch (survives a process crash, not an OS crash)");
   cmd->add_flag("--print-commits", args->print_commits,

@@ -1,0 +1,76 @@
+#include "projections/ledger_reader.h"
+
+#include "absl/strings/str_cat.h"
+#include "engine/event_codec.h"
+#include "engine/status_macros.h"
+#include "projections/ledger.h"
+
+namespace loyalty {
+
+absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record) {
+  if (!record.has_applied()) return absl::InvalidArgumentError("not an applied event");
+  if (record.applied().has_event()) return record.applied().event();
+  return DecodeEvent(record.raw(), v1::ENCODING_PROTOBUF);
+}
+
+absl::StatusOr<std::optional<v1::CustomerState>> LedgerReader::Current(
+    const std::string& customer_id) const {
+  auto stored = log_->GetProjection(LogBatch::ProjectionCf::kCustomerState, customer_id);
+  if (absl::IsNotFound(stored.status())) return std::optional<v1::CustomerState>();
+  LOYALTY_RETURN_IF_ERROR(stored.status());
+  v1::CustomerState state;
+  if (!state.ParseFromString(*stored)) {
+    return absl::DataLossError(absl::StrCat("the state of ", customer_id, " does not decode"));
+  }
+  return std::optional<v1::CustomerState>(std::move(state));
+}
+
+absl::StatusOr<std::vector<v1::LedgerEntry>> LedgerReader::Entries(
+    const std::string& customer_id, int64_t from, int64_t to) const {
+  std::vector<v1::LedgerEntry> out;
+  LOYALTY_ASSIGN_OR_RETURN(std::vector<uint64_t> seqs, log_->CustomerSeqs(customer_id));
+  for (uint64_t seq : seqs) {
+    LOYALTY_ASSIGN_OR_RETURN(v1::LogRecord record, log_->Read(seq));
+    if (!record.has_applied()) continue;
+    const v1::Outcome& outcome = record.applied().outcome();
+    bool past_end = false;
+    for (const v1::LedgerEntry& e : outcome.entries()) {
+      if (e.customer_id() != customer_id) continue;
+      if (e.effective_at() > to) {
+        past_end = true;  // a customer's entries are in time order
+        break;
+      }
+      if (e.effective_at() < from) continue;
+      v1::LedgerEntry& copy = out.emplace_back(e);
+      copy.set_seq(seq);
+      if (copy.event_id().empty()) {
+        LOYALTY_ASSIGN_OR_RETURN(v1::Event event, RecordEvent(record));
+        copy.set_event_id(event.event_id());
+      }
+    }
+    if (past_end) break;
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<v1::LedgerState>> LedgerReader::StateAsOf(
+    const std::string& customer_id, int64_t t) const {
+  LOYALTY_ASSIGN_OR_RETURN(std::optional<v1::CustomerState> current, Current(customer_id));
+  if (!current.has_value() || current->ledger().entries() == 0 ||
+      current->ledger().first_at() > t) {
+    return std::optional<v1::LedgerState>();
+  }
+  if (current->ledger().clock() <= t) {
+    return std::optional<v1::LedgerState>(std::move(*current->mutable_ledger()));
+  }
+  LOYALTY_ASSIGN_OR_RETURN(std::vector<v1::LedgerEntry> entries,
+                           Entries(customer_id, INT64_MIN, t));
+  v1::LedgerState state;
+  for (const v1::LedgerEntry& e : entries) {
+    LOYALTY_RETURN_IF_ERROR(ApplyEntry(*rules_, e, &state));
+  }
+  if (state.entries() == 0) return std::optional<v1::LedgerState>();
+  return std::optional<v1::LedgerState>(std::move(state));
+}
+
+}  // namespace loyalty

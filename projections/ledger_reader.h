@@ -1,0 +1,48 @@
+// The projections' read side: a customer's ledger as of any time T, from committed
+// state. For T at or after the customer's clock that is the stored state; for an
+// earlier T, the customer's entries with effective time <= T are folded again from
+// the log (the same ApplyEntry as the live path), so every answer is the ledger's
+// prefix evaluated at T.
+#ifndef LOYALTY_PROJECTIONS_LEDGER_READER_H_
+#define LOYALTY_PROJECTIONS_LEDGER_READER_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/event_log.h"
+#include "loyalty/v1/ledger.pb.h"
+#include "projections/program.h"
+
+namespace loyalty {
+
+class LedgerReader {
+ public:
+  // Not owned; both must outlive the reader. Thread-compatible.
+  LedgerReader(const EventLog* log, const Rules* rules) : log_(log), rules_(rules) {}
+
+  // The customer's ledger folded over entries with effective time <= t; nullopt if
+  // the customer is unknown as of t.
+  absl::StatusOr<std::optional<v1::LedgerState>> StateAsOf(const std::string& customer_id,
+                                                           int64_t t) const;
+
+  // The customer's current state (decision state included); nullopt if unknown.
+  absl::StatusOr<std::optional<v1::CustomerState>> Current(const std::string& customer_id) const;
+
+  // The customer's entries with effective time in [from, to], in ledger order, each
+  // with its event id and sequence number filled in.
+  absl::StatusOr<std::vector<v1::LedgerEntry>> Entries(const std::string& customer_id,
+                                                       int64_t from, int64_t to) const;
+
+ private:
+  const EventLog* log_;
+  const Rules* rules_;
+};
+
+// The event a record holds (decoding raw when the record keeps no copy).
+absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record);
+
+}  // namespace loyalty
+
+#endif  // LOYALTY_PROJECTIONS_LEDGER_READER_H_

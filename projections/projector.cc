@@ -1,0 +1,122 @@
+#include "projections/projector.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "engine/event_codec.h"
+#include "engine/status_macros.h"
+#include "google/protobuf/util/message_differencer.h"
+
+namespace loyalty {
+
+using ProjectionCf = LogBatch::ProjectionCf;
+
+absl::StatusOr<std::unique_ptr<Projector>> Projector::Open(EventLog* log,
+                                                           const v1::Program& program) {
+  LOYALTY_RETURN_IF_ERROR(ValidateProgram(program));
+  std::unique_ptr<Projector> p(new Projector(log));
+  p->configured_ = program;
+  LOYALTY_RETURN_IF_ERROR(p->Load());
+  return p;
+}
+
+absl::Status Projector::Load() {
+  auto stored = log_->GetProjection(ProjectionCf::kProjectionMeta, kMetaProgram);
+  if (stored.ok()) {
+    if (!in_force_.ParseFromString(*stored)) {
+      return absl::DataLossError("the stored program does not decode");
+    }
+  } else if (!absl::IsNotFound(stored.status())) {
+    return stored.status();
+  }
+  auto version = log_->GetProjection(ProjectionCf::kProjectionMeta, kMetaProjectionVersion);
+  if (version.ok() && *version != absl::StrCat(kProjectionVersion)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the projections were built by projection version ", *version, "; this engine is ",
+        kProjectionVersion, ": run `loyalty replay rebuild`"));
+  }
+  // Until a program is recorded, decisions use the configured one (the first
+  // batch records it before any event).
+  rules_ = std::make_unique<Rules>(in_force_.version() > 0 ? in_force_.program() : configured_);
+  return absl::OkStatus();
+}
+
+absl::Status Projector::BeginBatch(LogBatch* batch) {
+  before_batch_ = in_force_;
+  if (in_force_.version() > 0 &&
+      google::protobuf::util::MessageDifferencer::Equals(in_force_.program(), configured_)) {
+    return absl::OkStatus();
+  }
+  v1::ProgramChange change;
+  change.set_version(in_force_.version() + 1);
+  *change.mutable_program() = configured_;
+  v1::LogRecord record;
+  *record.mutable_program() = change;
+  batch->Append(&record);
+  in_force_ = change;
+  rules_ = std::make_unique<Rules>(configured_);
+  batch->Put(ProjectionCf::kProjectionMeta, kMetaProgram, SerializeDeterministic(in_force_));
+  batch->Put(ProjectionCf::kProjectionMeta, kMetaProjectionVersion,
+             absl::StrCat(kProjectionVersion));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& customer_id) {
+  auto it = cache_.find(customer_id);
+  if (it == cache_.end()) {
+    auto state = std::make_unique<v1::CustomerState>();
+    auto stored = log_->GetProjection(ProjectionCf::kCustomerState, customer_id);
+    if (stored.ok()) {
+      if (!state->ParseFromString(*stored)) {
+        return absl::DataLossError(absl::StrCat("the state of customer ", customer_id,
+                                                " does not decode"));
+      }
+    } else if (absl::IsNotFound(stored.status())) {
+      state->set_customer_id(customer_id);
+    } else {
+      return stored.status();
+    }
+    it = cache_.emplace(customer_id, std::move(state)).first;
+  }
+  v1::CustomerState* state = it->second.get();
+  dirty_.push_back(state);
+  return state;
+}
+
+absl::Status Projector::Process(const v1::Event& event, uint64_t seq, v1::Applied* applied,
+                                std::vector<std::string>* customers) {
+  LOYALTY_ASSIGN_OR_RETURN(v1::Outcome outcome,
+                           Decide(event, seq, *rules_, in_force_.version(), this));
+  for (v1::LedgerEntry& e : *outcome.mutable_entries()) {
+    customers->push_back(e.customer_id());
+    // The record that holds the outcome names the event and its sequence number.
+    e.clear_event_id();
+    e.clear_seq();
+  }
+  *applied->mutable_outcome() = std::move(outcome);
+  return absl::OkStatus();
+}
+
+absl::Status Projector::EndBatch(LogBatch* batch) {
+  std::sort(dirty_.begin(), dirty_.end());
+  dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
+  for (const v1::CustomerState* state : dirty_) {
+    batch->Put(ProjectionCf::kCustomerState, state->customer_id(),
+               SerializeDeterministic(*state));
+  }
+  dirty_.clear();
+  return absl::OkStatus();
+}
+
+void Projector::AbortBatch() {
+  // The store still holds every state as of the last committed batch: forget the
+  // changed ones so that they are read again from it.
+  std::vector<std::string> ids;
+  for (const v1::CustomerState* state : dirty_) ids.push_back(state->customer_id());
+  dirty_.clear();
+  for (const std::string& id : ids) cache_.erase(id);
+  in_force_ = before_batch_;
+  rules_ = std::make_unique<Rules>(in_force_.version() > 0 ? in_force_.program() : configured_);
+}
+
+}  // namespace loyalty

@@ -53,6 +53,28 @@ absl::StatusOr<std::vector<v1::LedgerEntry>> LedgerReader::Entries(
   return out;
 }
 
+absl::StatusOr<StatsView> LedgerReader::Stats(int64_t t) const {
+  StatsView stats;
+  v1::CustomerState state;
+  LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
+      LogBatch::ProjectionCf::kCustomerState,
+      [&](std::string_view key, std::string_view value) -> absl::Status {
+        if (!state.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          return absl::DataLossError(
+              absl::StrCat("the state of ", std::string(key), " does not decode"));
+        }
+        if (state.ledger().clock() <= t) {
+          AddToStats(*rules_, state.ledger(), t, &stats);
+          return absl::OkStatus();
+        }
+        LOYALTY_ASSIGN_OR_RETURN(std::optional<v1::LedgerState> past,
+                                 StateAsOf(std::string(key), t));
+        if (past.has_value()) AddToStats(*rules_, *past, t, &stats);
+        return absl::OkStatus();
+      }));
+  return stats;
+}
+
 absl::StatusOr<std::optional<v1::LedgerState>> LedgerReader::StateAsOf(
     const std::string& customer_id, int64_t t) const {
   LOYALTY_ASSIGN_OR_RETURN(std::optional<v1::CustomerState> current, Current(customer_id));

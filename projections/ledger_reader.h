@@ -14,6 +14,7 @@
 #include "engine/event_log.h"
 #include "loyalty/v1/ledger.pb.h"
 #include "projections/program.h"
+#include "projections/stats.h"
 
 namespace loyalty {
 
@@ -29,6 +30,11 @@ class LedgerReader {
 
   // The customer's current state (decision state included); nullopt if unknown.
   absl::StatusOr<std::optional<v1::CustomerState>> Current(const std::string& customer_id) const;
+
+  // Program-wide figures as of t over every customer. Customers whose clock is past
+  // t are folded again from the log, so a past t costs in proportion to the
+  // customers active since.
+  absl::StatusOr<StatsView> Stats(int64_t t) const;
 
   // The customer's entries with effective time in [from, to], in ledger order, each
   // with its event id and sequence number filled in.

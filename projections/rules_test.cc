@@ -3,6 +3,8 @@
 // LedgerReader at chosen as_of times.
 #include <catch2/catch.hpp>
 
+#include "projections/ledger_reader.h"
+#include "projections/stats.h"
 #include "tests/testing/ledger_harness.h"
 
 namespace loyalty {
@@ -466,6 +468,40 @@ TEST_CASE("1: a late event takes the customer's clock; unknown before the first 
   CHECK(h.Balance("c", Day(10)).available == 7);
   // Another customer's clock is their own.
   CHECK(h.Adjust("d", Day(5), 1).effective_at() == DayT(5));
+}
+
+}  // namespace
+}  // namespace loyalty
+
+namespace loyalty {
+namespace {
+
+TEST_CASE("stats: program-wide figures at T equal the sum of the customers' answers") {
+  // Proves /v1/stats arithmetic: members, purchasers, repeat rate, points, per-tier
+  // and per-risk counts, also for a T before some customers' last events.
+  LedgerHarness h;
+  h.Purchase("a", Day(0), "o1", 60000);   // SILVER, 600 points
+  h.Purchase("a", Day(10), "o2", 1000);   // SILVER multiplier: 12 points
+  h.Purchase("b", Day(5), "o1", 1000);    // 10 points
+  h.Adjust("c", Day(20), 40);             // no purchase: NEW
+  LedgerReader reader(&h.log(), &h.projector().rules());
+  auto s = reader.Stats(DayT(30));
+  REQUIRE(s.ok());
+  CHECK(s->members == 3);
+  CHECK(s->purchasers == 2);
+  CHECK(s->repeat_purchasers == 1);
+  CHECK(s->repeat_purchase_rate() == 0.5);
+  CHECK(s->earned == 600 + 12 + 10 + 40);
+  CHECK(s->points_outstanding == 662);
+  CHECK(s->per_tier[static_cast<int>(Tier::kSilver)] == 1);
+  CHECK(s->per_tier[static_cast<int>(Tier::kBronze)] == 2);
+  CHECK(s->per_risk_level[static_cast<int>(RiskLevel::kNew)] == 1);
+  // As of day 7: c unknown, a has one purchase only (its day-10 one is later).
+  s = reader.Stats(DayT(7));
+  REQUIRE(s.ok());
+  CHECK(s->members == 2);
+  CHECK(s->repeat_purchasers == 0);
+  CHECK(s->earned == 610);
 }
 
 }  // namespace

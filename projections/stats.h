@@ -1,0 +1,38 @@
+// Program-wide figures over every customer as of a time T (interfaces.md
+// /v1/stats): a pass over the customers' folded states, each evaluated at T.
+#ifndef LOYALTY_PROJECTIONS_STATS_H_
+#define LOYALTY_PROJECTIONS_STATS_H_
+
+#include <array>
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/statusor.h"
+#include "loyalty/v1/ledger.pb.h"
+#include "projections/ledger.h"
+#include "projections/program.h"
+
+namespace loyalty {
+
+struct StatsView {
+  int64_t members = 0;         // customers known as of T
+  int64_t purchasers = 0;      // with >= 1 accepted purchase
+  int64_t repeat_purchasers = 0;  // with >= 2 accepted purchases
+  int64_t points_outstanding = 0;  // available + pending
+  int64_t earned = 0;
+  int64_t redeemed = 0;
+  int64_t expired = 0;
+  std::array<int64_t, 4> per_tier{};        // indexed by Tier
+  std::array<int64_t, 5> per_risk_level{};  // indexed by RiskLevel
+  // repeat_purchasers / purchasers, 0 when there are no purchasers.
+  double repeat_purchase_rate() const {
+    return purchasers == 0 ? 0.0 : static_cast<double>(repeat_purchasers) / purchasers;
+  }
+};
+
+// Adds one customer's state, folded up to T, evaluated at T.
+void AddToStats(const Rules& rules, const v1::LedgerState& state, int64_t t, StatsView* stats);
+
+}  // namespace loyalty
+
+#endif  // LOYALTY_PROJECTIONS_STATS_H_

@@ -337,9 +337,9 @@ class Generator {
     if (known) return;
     c.orders.push_back({id, occ, amount});
     // The refund window's boundary.
-    if (P(0.03)) Schedule(ci, occ + 365 * kDay, [=](int64_t at) { Emit(ci, at, RefundJson(id, 1)); });
+    if (P(0.03)) Schedule(ci, occ + 365 * kDay, [=, this](int64_t at) { Emit(ci, at, RefundJson(id, 1)); });
     if (P(0.03)) {
-      Schedule(ci, occ + 365 * kDay - 1, [=](int64_t at) { Emit(ci, at, RefundJson(id, amount)); });
+      Schedule(ci, occ + 365 * kDay - 1, [=, this](int64_t at) { Emit(ci, at, RefundJson(id, amount)); });
     }
   }
 
@@ -390,9 +390,9 @@ class Generator {
                             : w < 0.75 ? 90 * kDay - 1
                             : w < 0.85 ? 90 * kDay
                                        : U(90 * kDay, 200 * kDay);
-      Schedule(ci, occ + delay, [=](int64_t at) { Emit(ci, at, CancelJson(id)); });
+      Schedule(ci, occ + delay, [=, this](int64_t at) { Emit(ci, at, CancelJson(id)); });
       if (P(0.1)) {  // twice
-        Schedule(ci, occ + delay + U(0, 10 * kDay), [=](int64_t at) { Emit(ci, at, CancelJson(id)); });
+        Schedule(ci, occ + delay + U(0, 10 * kDay), [=, this](int64_t at) { Emit(ci, at, CancelJson(id)); });
       }
     }
   }
@@ -439,8 +439,8 @@ class Generator {
     Emit(ci, occ, PurchaseJson(id, amount, "EUR", {}, false));
     customers_[ci].orders.push_back({id, occ, amount, amount});
     const int64_t t_red = occ + 14 * kDay + U(0, 3 * kDay);
-    Schedule(ci, t_red, [=](int64_t at) { Redeem(ci, at); });
-    Schedule(ci, t_red + U(1, 30 * kDay), [=](int64_t at) { Emit(ci, at, RefundJson(id, amount)); });
+    Schedule(ci, t_red, [=, this](int64_t at) { Redeem(ci, at); });
+    Schedule(ci, t_red + U(1, 30 * kDay), [=, this](int64_t at) { Emit(ci, at, RefundJson(id, amount)); });
   }
 
   // A lot that expires under a redemption, and the redemption cancelled after.
@@ -451,12 +451,12 @@ class Generator {
     Emit(ei, t0, AdjustmentJson(points));
     const std::string rid = absl::StrCat("r-", customers_[ei].id);
     const int64_t t_red = t0 + 365 * kDay - U(1, 30 * kDay);
-    Schedule(ei, t_red, [=](int64_t at) { Emit(ei, at, RedemptionJson(rid, points)); });
+    Schedule(ei, t_red, [=, this](int64_t at) { Emit(ei, at, RedemptionJson(rid, points)); });
     Schedule(ei, t0 + 365 * kDay + U(0, 30 * kDay),
-             [=](int64_t at) { Emit(ei, at, CancelJson(rid)); });
+             [=, this](int64_t at) { Emit(ei, at, CancelJson(rid)); });
     if (P(0.5)) {
       Schedule(ei, t0 + 365 * kDay + U(31 * kDay, 60 * kDay),
-               [=](int64_t at) { Emit(ei, at, AdjustmentJson(-U(1, 100))); });
+               [=, this](int64_t at) { Emit(ei, at, AdjustmentJson(-U(1, 100))); });
     }
   }
 
@@ -471,7 +471,7 @@ class Generator {
     if (P(0.15)) {  // ALREADY_REFERRED (or ALREADY_CUSTOMER once the purchase came)
       const std::string other = customers_[OtherCore(ni)].id;
       Schedule(ni, t_r + U(0, 3 * kDay),
-               [=](int64_t at) { Emit(ni, at, ReferralJson(other, nid)); });
+               [=, this](int64_t at) { Emit(ni, at, ReferralJson(other, nid)); });
     }
     r = Unit();
     const int64_t d = r < 0.55   ? U(0, 60 * kDay)
@@ -485,17 +485,17 @@ class Generator {
     const bool qualifies = d <= 90 * kDay && amount >= 2000;
     const std::string oid = absl::StrCat("o-", nid, "-1");
     if (P(0.08)) {
-      Schedule(ni, t_p - U(0, 3600), [=](int64_t at) {
+      Schedule(ni, t_p - U(0, 3600), [=, this](int64_t at) {
         Emit(ni, at, PurchaseJson(absl::StrCat(oid, "-usd"), amount, "USD", {}, false));
       });
     }
     const std::vector<Line> lines = MaybeLines(amount);
-    Schedule(ni, t_p, [=](int64_t at) {
+    Schedule(ni, t_p, [=, this](int64_t at) {
       Emit(ni, at, PurchaseJson(oid, amount, "EUR", lines, false));
       customers_[ni].orders.push_back({oid, at, amount, 0});
     });
-    auto refund = [=](int64_t at, int64_t amt) {
-      Schedule(ni, at, [=](int64_t occ) { Emit(ni, occ, RefundJson(oid, amt)); });
+    auto refund = [=, this](int64_t at, int64_t amt) {
+      Schedule(ni, at, [=, this](int64_t occ) { Emit(ni, occ, RefundJson(oid, amt)); });
     };
     r = Unit();
     if (r < 0.25) {
@@ -520,16 +520,16 @@ class Generator {
       points = std::max<int64_t>(1, points + (qualifies ? 250 : 0));
       const std::string rid = absl::StrCat("r-", nid, "-all");
       const int64_t t_red = t_p + 14 * kDay + U(0, 5 * kDay);
-      Schedule(ni, t_red, [=](int64_t at) { Emit(ni, at, RedemptionJson(rid, points)); });
+      Schedule(ni, t_red, [=, this](int64_t at) { Emit(ni, at, RedemptionJson(rid, points)); });
       const int64_t t_ref = t_red + U(1, 60 * kDay);
       refund(t_ref, amount);
       if (P(0.5)) {  // the cancel's restores pay the debt
-        Schedule(ni, t_ref + U(0, 20 * kDay), [=](int64_t at) { Emit(ni, at, CancelJson(rid)); });
+        Schedule(ni, t_ref + U(0, 20 * kDay), [=, this](int64_t at) { Emit(ni, at, CancelJson(rid)); });
       }
       if (P(0.5)) {  // a new purchase's credit pays the debt
         const std::string oid2 = absl::StrCat("o-", nid, "-2");
         const int64_t amount2 = U(500, 50'000);
-        Schedule(ni, t_ref + U(1, 100 * kDay), [=](int64_t at) {
+        Schedule(ni, t_ref + U(1, 100 * kDay), [=, this](int64_t at) {
           Emit(ni, at, PurchaseJson(oid2, amount2, "EUR", {}, false));
         });
       }
@@ -736,8 +736,7 @@ void FoldOverTimes(const Rules& rules, const std::vector<v1::LedgerEntry>& entri
   for (int64_t t : times) {
     while (next < entries.size() && entries[next].effective_at() <= t) {
       const absl::Status s = ApplyEntry(rules, entries[next], &state);
-      INFO(entries[next].ShortDebugString());
-      REQUIRE(s.ok());
+      if (!s.ok()) FAIL(s.ToString() << " folding " << entries[next].ShortDebugString());
       ++next;
     }
     fn(t, state.entries() > 0 ? &state : nullptr);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 
 #include "absl/strings/match.h"
@@ -88,7 +89,15 @@ rocksdb::ColumnFamilyOptions IndexCfOptions(const LogOptions& options) {
   return cf;
 }
 
+rocksdb::ReadOptions Ro(const LogSnapshot* snapshot) {
+  rocksdb::ReadOptions ro;
+  if (snapshot != nullptr) ro.snapshot = snapshot->rocks();
+  return ro;
+}
+
 }  // namespace
+
+LogSnapshot::~LogSnapshot() { db_->ReleaseSnapshot(snapshot_); }
 
 // ---------------------------------------------------------------- LogBatch
 
@@ -139,6 +148,13 @@ void LogBatch::IndexDeadLetter(const v1::SourcePosition& position, uint64_t seq,
 void LogBatch::Put(ProjectionCf cf, std::string_view key, std::string_view value) {
   write_batch_->Put(log_->ProjectionHandle(cf), rocksdb::Slice(key.data(), key.size()),
                     rocksdb::Slice(value.data(), value.size()))
+      .PermitUncheckedError();  // in-memory batch: see Append
+}
+
+void LogBatch::IndexDeadLetterEventId(std::string_view event_id, uint64_t seq) {
+  std::string key = internal::DeadLetterEventKey(event_id);
+  internal::PutBigEndian64(&key, seq);
+  write_batch_->Put(log_->dead_letters_cf_, key, rocksdb::Slice())
       .PermitUncheckedError();  // in-memory batch: see Append
 }
 
@@ -262,6 +278,37 @@ absl::Status EventLog::LoadHead() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<LogSnapshot>> EventLog::TakeSnapshot() const {
+  std::unique_ptr<LogSnapshot> snap(new LogSnapshot(db_.get(), db_->GetSnapshot()));
+  // The head as of the snapshot: its last log key.
+  rocksdb::ReadOptions ro = Ro(snap.get());
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, log_cf_));
+  it->SeekToLast();
+  if (it->Valid()) {
+    auto seq = internal::ParseSeqKey(it->key().ToStringView());
+    if (!seq.has_value() || it->value().size() < kChainHashBytes) {
+      return absl::DataLossError("the last log record is malformed");
+    }
+    snap->head_.seq = *seq;
+    std::copy_n(it->value().data() + it->value().size() - kChainHashBytes, kChainHashBytes,
+                snap->head_.hash.begin());
+  }
+  LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the log head"));
+  return snap;
+}
+
+bool EventLog::WaitForSeq(uint64_t seq, absl::Duration timeout) const {
+  // A timeout is elapsed time: measured on the monotonic clock.
+  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+  absl::MutexLock lock(&head_mu_);
+  while (head_.seq < seq) {
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return false;
+    head_moved_.WaitWithTimeout(&head_mu_, absl::FromChrono(left));
+  }
+  return true;
+}
+
 LogHead EventLog::head() const {
   absl::MutexLock lock(&head_mu_);
   return head_;
@@ -305,11 +352,13 @@ absl::Status EventLog::Commit(LogBatch batch) {
   absl::MutexLock lock(&head_mu_);
   head_.seq = batch.last_seq();
   head_.hash = batch.head_hash_;
+  head_moved_.SignalAll();
   return absl::OkStatus();
 }
 
 absl::Status EventLog::LookupEventIds(const std::vector<std::string_view>& event_ids,
-                                      std::vector<std::optional<EventIdEntry>>* out) const {
+                                      std::vector<std::optional<EventIdEntry>>* out,
+                                      const LogSnapshot* snapshot) const {
   out->assign(event_ids.size(), std::nullopt);
   if (event_ids.empty()) return absl::OkStatus();
   std::vector<rocksdb::Slice> keys;
@@ -317,7 +366,7 @@ absl::Status EventLog::LookupEventIds(const std::vector<std::string_view>& event
   for (auto id : event_ids) keys.emplace_back(id.data(), id.size());
   std::vector<rocksdb::PinnableSlice> values(keys.size());
   std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), event_ids_cf_, keys.size(), keys.data(),
+  db_->MultiGet(Ro(snapshot), event_ids_cf_, keys.size(), keys.data(),
                 values.data(), statuses.data());
   for (size_t i = 0; i < keys.size(); ++i) {
     if (statuses[i].IsNotFound()) continue;
@@ -344,6 +393,19 @@ absl::Status EventLog::LookupDeadLetters(
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<uint64_t>> EventLog::DeadLettersOf(std::string_view event_id,
+                                                              const LogSnapshot* snapshot) const {
+  std::vector<uint64_t> out;
+  const std::string prefix = internal::DeadLetterEventKey(event_id);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(Ro(snapshot), dead_letters_cf_));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    if (it->key().size() != prefix.size() + 8) continue;
+    out.push_back(internal::GetBigEndian64(it->key().ToStringView().substr(prefix.size())));
+  }
+  LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the dead-letter index"));
+  return out;
+}
+
 absl::StatusOr<std::optional<v1::SourcePosition>> EventLog::SourcePositionOf(
     const v1::SourcePosition& position) const {
   std::string v;
@@ -356,9 +418,10 @@ absl::StatusOr<std::optional<v1::SourcePosition>> EventLog::SourcePositionOf(
   return std::optional<v1::SourcePosition>(std::move(out));
 }
 
-absl::StatusOr<std::vector<v1::SourcePosition>> EventLog::SourcePositions() const {
+absl::StatusOr<std::vector<v1::SourcePosition>> EventLog::SourcePositions(
+    const LogSnapshot* snapshot) const {
   std::vector<v1::SourcePosition> out;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), sources_cf_));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(Ro(snapshot), sources_cf_));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     v1::SourcePosition p;
     if (!p.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
@@ -370,9 +433,10 @@ absl::StatusOr<std::vector<v1::SourcePosition>> EventLog::SourcePositions() cons
   return out;
 }
 
-absl::Status EventLog::Scan(uint64_t from, uint64_t to, const ScanFn& fn) const {
+absl::Status EventLog::Scan(uint64_t from, uint64_t to, const ScanFn& fn,
+                           const LogSnapshot* snapshot) const {
   if (from > to) return absl::OkStatus();
-  rocksdb::ReadOptions ro;
+  rocksdb::ReadOptions ro = Ro(snapshot);
   ro.verify_checksums = true;
   ro.readahead_size = 2 << 20;
   std::string upper;
@@ -399,9 +463,9 @@ absl::Status EventLog::Scan(uint64_t from, uint64_t to, const ScanFn& fn) const 
   return FromRocks(it->status(), "reading the log");
 }
 
-absl::StatusOr<v1::LogRecord> EventLog::Read(uint64_t seq) const {
+absl::StatusOr<v1::LogRecord> EventLog::Read(uint64_t seq, const LogSnapshot* snapshot) const {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), log_cf_, internal::SeqKey(seq), &value);
+  rocksdb::Status s = db_->Get(Ro(snapshot), log_cf_, internal::SeqKey(seq), &value);
   if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat("no record ", seq));
   LOYALTY_RETURN_IF_ERROR(FromRocks(s, "reading a record"));
   v1::LogRecord record;
@@ -413,10 +477,10 @@ absl::StatusOr<v1::LogRecord> EventLog::Read(uint64_t seq) const {
 }
 
 absl::StatusOr<std::vector<uint64_t>> EventLog::CustomerSeqs(
-    std::string_view customer_id) const {
+    std::string_view customer_id, const LogSnapshot* snapshot) const {
   std::vector<uint64_t> out;
   const std::string prefix = internal::CustomerPrefix(customer_id);
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), customers_cf_));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(Ro(snapshot), customers_cf_));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     std::string_view key = it->key().ToStringView();
     if (key.size() != prefix.size() + 8) continue;  // a longer id sharing the prefix
@@ -439,9 +503,10 @@ absl::StatusOr<std::vector<uint64_t>> EventLog::CustomerSeqs(
 }
 
 absl::StatusOr<std::string> EventLog::GetProjection(LogBatch::ProjectionCf cf,
-                                                   std::string_view key) const {
+                                                   std::string_view key,
+                                                   const LogSnapshot* snapshot) const {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), ProjectionHandle(cf),
+  rocksdb::Status s = db_->Get(Ro(snapshot), ProjectionHandle(cf),
                                rocksdb::Slice(key.data(), key.size()), &value);
   LOYALTY_RETURN_IF_ERROR(FromRocks(s, "reading projection state"));
   return value;
@@ -449,10 +514,10 @@ absl::StatusOr<std::string> EventLog::GetProjection(LogBatch::ProjectionCf cf,
 
 absl::Status EventLog::ScanProjection(
     LogBatch::ProjectionCf cf,
-    const std::function<absl::Status(std::string_view, std::string_view)>& fn) const {
-  std::unique_ptr<rocksdb::Iterator> it(
-      db_->NewIterator(rocksdb::ReadOptions(), ProjectionHandle(cf)));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::function<absl::Status(std::string_view, std::string_view)>& fn,
+    const LogSnapshot* snapshot, std::string_view start) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(Ro(snapshot), ProjectionHandle(cf)));
+  for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid(); it->Next()) {
     LOYALTY_RETURN_IF_ERROR(fn(it->key().ToStringView(), it->value().ToStringView()));
   }
   return FromRocks(it->status(), "scanning projection state");

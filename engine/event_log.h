@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "engine/sha256.h"
 #include "loyalty/v1/log.pb.h"
 
@@ -27,6 +28,7 @@ namespace rocksdb {
 class ColumnFamilyHandle;
 class DB;
 class Env;
+class Snapshot;
 class WriteBatch;
 }  // namespace rocksdb
 
@@ -96,6 +98,8 @@ class LogBatch {
   void IndexCustomer(std::string_view customer_id, uint64_t seq);
   void IndexDeadLetter(const v1::SourcePosition& position, uint64_t seq,
                        std::string_view raw_sha256);
+  // Indexes a dead letter by the event id it carried (if it decoded that far).
+  void IndexDeadLetterEventId(std::string_view event_id, uint64_t seq);
   // Records that the input up to and including `position` has been taken; the
   // last position set per source wins.
   void SetSourcePosition(const v1::SourcePosition& position);
@@ -126,6 +130,28 @@ class LogBatch {
   std::map<std::string, std::string> source_positions_;
 };
 
+// A consistent read view: every read given the same snapshot sees the log and the
+// projections exactly as of one committed batch, whatever commits meanwhile.
+// Releases the view when destroyed; must not outlive its EventLog.
+class LogSnapshot {
+ public:
+  ~LogSnapshot();
+  LogSnapshot(const LogSnapshot&) = delete;
+  LogSnapshot& operator=(const LogSnapshot&) = delete;
+  // The last record the view holds (0 for an empty log).
+  uint64_t seq() const { return head_.seq; }
+  const LogHead& head() const { return head_; }
+  const rocksdb::Snapshot* rocks() const { return snapshot_; }
+
+ private:
+  friend class EventLog;
+  LogSnapshot(rocksdb::DB* db, const rocksdb::Snapshot* snapshot)
+      : db_(db), snapshot_(snapshot) {}
+  rocksdb::DB* db_;
+  const rocksdb::Snapshot* snapshot_;
+  LogHead head_;
+};
+
 class EventLog {
  public:
   // Opens (or creates) the log in options.data_dir. FailedPrecondition with a
@@ -140,6 +166,13 @@ class EventLog {
   // The last committed record. Thread-safe.
   LogHead head() const;
 
+  // A consistent read view of the committed state. Thread-safe.
+  absl::StatusOr<std::unique_ptr<LogSnapshot>> TakeSnapshot() const;
+
+  // Waits until the head reaches `seq` or `timeout` passes; true if it did.
+  // Thread-safe; woken by every Commit.
+  bool WaitForSeq(uint64_t seq, absl::Duration timeout) const;
+
   // A new batch starting after the current head. Only one batch may be open at a
   // time (single writer). Not for read-only logs.
   LogBatch NewBatch() const;
@@ -151,15 +184,20 @@ class EventLog {
 
   // Lookups in committed state, one result per key, in order.
   absl::Status LookupEventIds(const std::vector<std::string_view>& event_ids,
-                              std::vector<std::optional<EventIdEntry>>* out) const;
+                              std::vector<std::optional<EventIdEntry>>* out,
+                              const LogSnapshot* snapshot = nullptr) const;
   absl::Status LookupDeadLetters(const std::vector<std::string>& position_keys,
                                  std::vector<std::optional<DeadLetterEntry>>* out) const;
+  // The dead letters that carried `event_id`, oldest first.
+  absl::StatusOr<std::vector<uint64_t>> DeadLettersOf(std::string_view event_id,
+                                                      const LogSnapshot* snapshot = nullptr) const;
   // The last position taken from the source of `position` (its topic/partition or
   // file), if any.
   absl::StatusOr<std::optional<v1::SourcePosition>> SourcePositionOf(
       const v1::SourcePosition& position) const;
   // Every stored source position.
-  absl::StatusOr<std::vector<v1::SourcePosition>> SourcePositions() const;
+  absl::StatusOr<std::vector<v1::SourcePosition>> SourcePositions(
+      const LogSnapshot* snapshot = nullptr) const;
 
   // Calls `fn(seq, record_bytes, chain_hash)` for each stored record with
   // from <= seq <= to, in order, until fn returns an error (returned as is).
@@ -167,21 +205,26 @@ class EventLog {
   using ScanFn = std::function<absl::Status(uint64_t seq, std::string_view key,
                                             std::string_view record_bytes,
                                             std::string_view chain_hash)>;
-  absl::Status Scan(uint64_t from, uint64_t to, const ScanFn& fn) const;
+  absl::Status Scan(uint64_t from, uint64_t to, const ScanFn& fn,
+                    const LogSnapshot* snapshot = nullptr) const;
 
   // One record, parsed. NotFound if there is none.
-  absl::StatusOr<v1::LogRecord> Read(uint64_t seq) const;
+  absl::StatusOr<v1::LogRecord> Read(uint64_t seq, const LogSnapshot* snapshot = nullptr) const;
 
   // The sequence numbers of a customer's records, ascending.
-  absl::StatusOr<std::vector<uint64_t>> CustomerSeqs(std::string_view customer_id) const;
+  absl::StatusOr<std::vector<uint64_t>> CustomerSeqs(std::string_view customer_id,
+                                                     const LogSnapshot* snapshot = nullptr) const;
 
   // Reads projection state (see LogBatch::Put). NotFound if absent.
-  absl::StatusOr<std::string> GetProjection(LogBatch::ProjectionCf cf, std::string_view key) const;
+  absl::StatusOr<std::string> GetProjection(LogBatch::ProjectionCf cf, std::string_view key,
+                                            const LogSnapshot* snapshot = nullptr) const;
   // Calls fn(key, value) for every entry of a projection column family, in key
   // order, until fn returns an error.
+  // `start` is the first key to visit (empty: from the beginning).
   absl::Status ScanProjection(
       LogBatch::ProjectionCf cf,
-      const std::function<absl::Status(std::string_view key, std::string_view value)>& fn) const;
+      const std::function<absl::Status(std::string_view key, std::string_view value)>& fn,
+      const LogSnapshot* snapshot = nullptr, std::string_view start = {}) const;
 
   // Read-only logs: catch up with the writer's latest committed state.
   absl::Status CatchUp();
@@ -215,6 +258,7 @@ class EventLog {
 
   mutable absl::Mutex head_mu_;
   LogHead head_ ABSL_GUARDED_BY(head_mu_);
+  mutable absl::CondVar head_moved_;
 };
 
 // The stored value of a log record: the record's deterministic encoding followed by

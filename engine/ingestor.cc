@@ -41,11 +41,11 @@ void DecodeAndValidate(const InputMessage& m, absl::Time now, Decoded* d) {
     d->rejection = {v1::UNDECODABLE, std::string(event.status().message())};
     return;
   }
-  if (auto r = ValidateEvent(*event, now)) {
+  d->event = std::move(*event);  // kept for a dead letter too: its event id is indexed
+  if (auto r = ValidateEvent(d->event, now)) {
     d->rejection = std::move(*r);
     return;
   }
-  d->event = std::move(*event);
   d->canonical = CanonicalEncoding(d->event);
   d->digest = ContentDigest(d->canonical);
   d->verdict = Verdict::kApply;
@@ -205,6 +205,9 @@ absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& ba
       }
       const uint64_t seq = out.Append(&record);
       out.IndexDeadLetter(m.source, seq, raw_sha[i]);
+      if (!d.event.event_id().empty() && d.event.event_id().size() <= kMaxIdBytes) {
+        out.IndexDeadLetterEventId(d.event.event_id(), seq);
+      }
       ++counts.dead_letters;
       ++counts.dead_letters_by_reason[d.rejection.reason];
     }

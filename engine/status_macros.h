@@ -18,7 +18,7 @@
 
 // `lhs = value of expr`, or returns its status if it is not OK.
 #define LOYALTY_ASSIGN_OR_RETURN(lhs, expr)                                      \
-  LOYALTY_ASSIGN_OR_RETURN_IMPL_(LOYALTY_STATUS_CONCAT_(loyalty_or_, __LINE__), \
+  LOYALTY_ASSIGN_OR_RETURN_IMPL_(LOYALTY_STATUS_CONCAT_(loyalty_or_, __COUNTER__), \
                                  lhs, expr)
 #define LOYALTY_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                                   \

@@ -15,7 +15,7 @@ absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record) {
 
 absl::StatusOr<std::optional<v1::CustomerState>> LedgerReader::Current(
     const std::string& customer_id) const {
-  auto stored = log_->GetProjection(LogBatch::ProjectionCf::kCustomerState, customer_id);
+  auto stored = log_->GetProjection(LogBatch::ProjectionCf::kCustomerState, customer_id, snapshot_);
   if (absl::IsNotFound(stored.status())) return std::optional<v1::CustomerState>();
   LOYALTY_RETURN_IF_ERROR(stored.status());
   v1::CustomerState state;
@@ -28,9 +28,9 @@ absl::StatusOr<std::optional<v1::CustomerState>> LedgerReader::Current(
 absl::StatusOr<std::vector<v1::LedgerEntry>> LedgerReader::Entries(
     const std::string& customer_id, int64_t from, int64_t to) const {
   std::vector<v1::LedgerEntry> out;
-  LOYALTY_ASSIGN_OR_RETURN(std::vector<uint64_t> seqs, log_->CustomerSeqs(customer_id));
+  LOYALTY_ASSIGN_OR_RETURN(std::vector<uint64_t> seqs, log_->CustomerSeqs(customer_id, snapshot_));
   for (uint64_t seq : seqs) {
-    LOYALTY_ASSIGN_OR_RETURN(v1::LogRecord record, log_->Read(seq));
+    LOYALTY_ASSIGN_OR_RETURN(v1::LogRecord record, log_->Read(seq, snapshot_));
     if (!record.has_applied()) continue;
     const v1::Outcome& outcome = record.applied().outcome();
     bool past_end = false;
@@ -71,7 +71,8 @@ absl::StatusOr<StatsView> LedgerReader::Stats(int64_t t) const {
                                  StateAsOf(std::string(key), t));
         if (past.has_value()) AddToStats(*rules_, *past, t, &stats);
         return absl::OkStatus();
-      }));
+      },
+      snapshot_));
   return stats;
 }
 

@@ -20,8 +20,10 @@ namespace loyalty {
 
 class LedgerReader {
  public:
-  // Not owned; both must outlive the reader. Thread-compatible.
-  LedgerReader(const EventLog* log, const Rules* rules) : log_(log), rules_(rules) {}
+  // Not owned; all must outlive the reader. With a snapshot every read sees the
+  // same committed batch. Thread-compatible.
+  LedgerReader(const EventLog* log, const Rules* rules, const LogSnapshot* snapshot = nullptr)
+      : log_(log), rules_(rules), snapshot_(snapshot) {}
 
   // The customer's ledger folded over entries with effective time <= t; nullopt if
   // the customer is unknown as of t.
@@ -44,6 +46,7 @@ class LedgerReader {
  private:
   const EventLog* log_;
   const Rules* rules_;
+  const LogSnapshot* snapshot_;
 };
 
 // The event a record holds (decoding raw when the record keeps no copy).

@@ -53,6 +53,15 @@ std::string SourceKey(const v1::SourcePosition& position);
 // kafka the offset (big-endian 64), for files '\0' and the line (big-endian 64).
 std::string PositionKey(const v1::SourcePosition& position);
 
+// `dead_letters`, by event id: "e", one byte of length, the id, then the dead
+// letter's sequence number (big-endian 64). Source keys start with 'k' or 'f'.
+inline std::string DeadLetterEventKey(std::string_view event_id) {
+  std::string k = "e";
+  k.push_back(static_cast<char>(event_id.size()));
+  k.append(event_id);
+  return k;
+}
+
 }  // namespace loyalty::internal
 
 #endif  // LOYALTY_ENGINE_INTERNAL_KEYS_H_

@@ -1,0 +1,380 @@
+#include "server/http_server.h"
+
+#include <openssl/crypto.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/event_codec.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "httplib.h"
+
+namespace loyalty {
+namespace {
+
+// A fixed pool of workers over a bounded queue: when the queue is full the accept
+// loop waits for room instead of queueing without limit.
+class BoundedPool final : public httplib::TaskQueue {
+ public:
+  BoundedPool(size_t threads, size_t max_queued) : max_queued_(max_queued) {
+    for (size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  }
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    room_.wait(lock, [&] { return jobs_.size() < max_queued_ || shutdown_; });
+    if (shutdown_) return;  // the server is stopping: httplib closes the socket
+    jobs_.push_back(std::move(fn));
+    work_.notify_one();
+  }
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      shutdown_ = true;
+    }
+    work_.notify_all();
+    room_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+ private:
+  void Work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        work_.wait(lock, [&] { return !jobs_.empty() || shutdown_; });
+        if (jobs_.empty()) return;
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      room_.notify_one();
+      fn();
+    }
+  }
+  const size_t max_queued_;
+  std::mutex mu_;
+  std::condition_variable work_, room_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> workers_;
+  bool shutdown_ = false;
+};
+
+int HttpCode(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kFailedPrecondition:
+      return 409;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x20) {
+      absl::StrAppend(&out, "\\u00", absl::Hex(c, absl::kZeroPad2));
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+void SendError(httplib::Response& res, const absl::Status& s) {
+  const int code = HttpCode(s);
+  res.status = code;
+  res.set_content(absl::StrCat(R"({"error":{"code":)", code, R"(,"status":")",
+                               absl::StatusCodeToString(s.code()), R"(","message":")",
+                               JsonEscape(std::string(s.message())), "\"}}\n"),
+                  "application/json");
+}
+
+void SendMessage(httplib::Response& res, const google::protobuf::Message& m) {
+  res.status = 200;
+  res.set_content(ToJson(m) + "\n", "application/json");
+}
+
+absl::Status ParseTime(const std::string& name, const std::string& text,
+                       google::protobuf::Timestamp* out) {
+  if (!google::protobuf::util::TimeUtil::FromString(text, out)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " '", text, "' is not an RFC 3339 time (e.g. 2026-01-05T10:00:00Z)"));
+  }
+  out->set_nanos(0);  // times are taken to the second
+  return absl::OkStatus();
+}
+
+absl::Status ParseInt(const std::string& name, const std::string& text, int64_t lo, int64_t hi,
+                      int64_t* out) {
+  if (!absl::SimpleAtoi(text, out) || *out < lo || *out > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " '", text, "' is not a whole number in [", lo, ", ", hi, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseRead(const httplib::Request& req, v1::ReadOptions* read) {
+  if (req.has_param("as_of")) {
+    if (auto s = ParseTime("as_of", req.get_param_value("as_of"), read->mutable_as_of()); !s.ok()) {
+      return s;
+    }
+  }
+  if (req.has_param("after")) {
+    const std::string after = req.get_param_value("after");
+    if (auto p = ParseAfter(after); !p.ok()) return p.status();
+    read->set_after(after);
+  }
+  int64_t v = 0;
+  if (req.has_param("after_seq")) {
+    if (auto s = ParseInt("after_seq", req.get_param_value("after_seq"), 1, INT64_MAX, &v);
+        !s.ok()) {
+      return s;
+    }
+    read->set_after_seq(static_cast<uint64_t>(v));
+  }
+  if (req.has_param("wait_ms")) {
+    if (auto s = ParseInt("wait_ms", req.get_param_value("wait_ms"), 0, INT64_MAX, &v); !s.ok()) {
+      return s;
+    }
+    read->set_wait_ms(v);
+  }
+  return absl::OkStatus();
+}
+
+template <typename E>
+absl::Status ParseEnum(const std::string& name, const std::string& text,
+                       bool (*parse)(const std::string&, E*), E* out) {
+  if (!parse(text, out)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " '", text, "' is not a known value"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
+    const QueryService* service, Metrics* metrics, std::function<absl::Status()> health,
+    const HttpOptions& options) {
+  std::unique_ptr<HttpServer> server(new HttpServer());
+  auto svr = std::make_unique<httplib::Server>();
+  const size_t threads = options.threads, queued = options.max_queued_connections;
+  svr->new_task_queue = [threads, queued] { return new BoundedPool(threads, queued); };
+  svr->set_read_timeout(options.read_timeout_s, 0);
+  svr->set_write_timeout(options.write_timeout_s, 0);
+  svr->set_keep_alive_timeout(options.keep_alive_timeout_s);
+  svr->set_keep_alive_max_count(options.keep_alive_max_requests);
+  svr->set_payload_max_length(options.max_request_bytes);
+
+  metrics->Describe("loyalty_http_requests_total", "HTTP requests by route and status code");
+  metrics->Describe("loyalty_http_request_duration_seconds", "HTTP request latency by route");
+  const std::string token = options.auth_token;
+
+  // Wraps a route: auth, timing, metrics, and no exception ever escapes as a 500
+  // for bad input (handlers return statuses).
+  auto route = [metrics, token](const std::string& name, bool guarded,
+                                std::function<absl::Status(const httplib::Request&,
+                                                           httplib::Response&)> fn) {
+    Histogram* latency = &metrics->Latency("loyalty_http_request_duration_seconds",
+                                           absl::StrCat("route=\"", name, "\""));
+    return [=](const httplib::Request& req, httplib::Response& res) {
+      const auto start = std::chrono::steady_clock::now();
+      absl::Status s;
+      if (guarded && !token.empty()) {
+        const std::string want = "Bearer " + token;
+        const std::string got = req.get_header_value("Authorization");
+        if (got.size() != want.size() || CRYPTO_memcmp(got.data(), want.data(), want.size()) != 0) {
+          s = absl::UnauthenticatedError("a valid bearer token is required");
+        }
+      }
+      if (s.ok()) s = fn(req, res);
+      if (!s.ok()) SendError(res, s);
+      latency->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      ++metrics->Counter("loyalty_http_requests_total",
+                         absl::StrCat("route=\"", name, "\",code=\"", res.status, "\""));
+    };
+  };
+
+  auto customer_route = [&](const std::string& name, auto call) {
+    return route(name, true, [service, call](const httplib::Request& req, httplib::Response& res) {
+      v1::CustomerRequest request;
+      request.set_customer_id(req.matches[1]);
+      if (auto s = ParseRead(req, request.mutable_read()); !s.ok()) return s;
+      auto answer = (service->*call)(request);
+      if (!answer.ok()) return answer.status();
+      SendMessage(res, *answer);
+      return absl::OkStatus();
+    });
+  };
+  svr->Get(R"(/v1/customers/([^/]+)/balance)", customer_route("balance", &QueryService::GetBalance));
+  svr->Get(R"(/v1/customers/([^/]+)/tier)", customer_route("tier", &QueryService::GetTier));
+  svr->Get(R"(/v1/customers/([^/]+)/churn)", customer_route("churn", &QueryService::GetChurn));
+  svr->Get(R"(/v1/customers/([^/]+)/statement)",
+           route("statement", true, [service](const httplib::Request& req, httplib::Response& res) {
+             v1::StatementRequest request;
+             request.set_customer_id(req.matches[1]);
+             if (auto s = ParseRead(req, request.mutable_read()); !s.ok()) return s;
+             if (req.has_param("from")) {
+               if (auto s = ParseTime("from", req.get_param_value("from"), request.mutable_from());
+                   !s.ok()) {
+                 return s;
+               }
+             }
+             if (req.has_param("to")) {
+               if (auto s = ParseTime("to", req.get_param_value("to"), request.mutable_to()); !s.ok()) {
+                 return s;
+               }
+             }
+             auto answer = service->GetStatement(request);
+             if (!answer.ok()) return answer.status();
+             SendMessage(res, *answer);
+             return absl::OkStatus();
+           }));
+  svr->Get("/v1/customers",
+           route("customers", true, [service](const httplib::Request& req, httplib::Response& res) {
+             v1::ListCustomersRequest request;
+             if (auto s = ParseRead(req, request.mutable_read()); !s.ok()) return s;
+             if (req.has_param("risk_level")) {
+               v1::RiskLevel level;
+               if (auto s = ParseEnum("risk_level", req.get_param_value("risk_level"),
+                                      &v1::RiskLevel_Parse, &level);
+                   !s.ok()) {
+                 return s;
+               }
+               request.set_risk_level(level);
+             }
+             if (req.has_param("tier")) {
+               v1::Tier tier;
+               if (auto s = ParseEnum("tier", req.get_param_value("tier"), &v1::Tier_Parse, &tier);
+                   !s.ok()) {
+                 return s;
+               }
+               request.set_tier(tier);
+             }
+             if (req.has_param("limit")) {
+               int64_t limit = 0;
+               if (auto s = ParseInt("limit", req.get_param_value("limit"), 1,
+                                     service->limits().max_page_size, &limit);
+                   !s.ok()) {
+                 return s;
+               }
+               request.set_limit(static_cast<int32_t>(limit));
+             }
+             request.set_page_token(req.get_param_value("page_token"));
+             auto answer = service->ListCustomers(request);
+             if (!answer.ok()) return answer.status();
+             SendMessage(res, *answer);
+             return absl::OkStatus();
+           }));
+  svr->Get("/v1/stats",
+           route("stats", true, [service](const httplib::Request& req, httplib::Response& res) {
+             v1::StatsRequest request;
+             if (auto s = ParseRead(req, request.mutable_read()); !s.ok()) return s;
+             auto answer = service->GetStats(request);
+             if (!answer.ok()) return answer.status();
+             SendMessage(res, *answer);
+             return absl::OkStatus();
+           }));
+  svr->Get(R"(/v1/events/([^/]+))",
+           route("event", true, [service](const httplib::Request& req, httplib::Response& res) {
+             v1::EventRequest request;
+             request.set_event_id(req.matches[1]);
+             if (req.has_param("wait_ms")) {
+               int64_t wait = 0;
+               if (auto s = ParseInt("wait_ms", req.get_param_value("wait_ms"), 0, INT64_MAX, &wait);
+                   !s.ok()) {
+                 return s;
+               }
+               request.set_wait_ms(wait);
+             }
+             auto answer = service->GetEvent(request);
+             if (!answer.ok()) return answer.status();
+             SendMessage(res, *answer);
+             return absl::OkStatus();
+           }));
+  svr->Get("/v1/progress",
+           route("progress", true, [service](const httplib::Request&, httplib::Response& res) {
+             auto answer = service->GetProgress();
+             if (!answer.ok()) return answer.status();
+             SendMessage(res, *answer);
+             return absl::OkStatus();
+           }));
+  svr->Get("/healthz", route("healthz", false, [health](const httplib::Request&,
+                                                       httplib::Response& res) {
+             absl::Status s = health ? health() : absl::OkStatus();
+             if (!s.ok()) {
+               res.status = 503;
+               res.set_content(absl::StrCat(R"({"status":"unhealthy","reason":")",
+                                            JsonEscape(std::string(s.message())), "\"}\n"),
+                               "application/json");
+               return absl::OkStatus();
+             }
+             res.set_content("{\"status\":\"ok\"}\n", "application/json");
+             return absl::OkStatus();
+           }));
+  svr->Get("/metrics", route("metrics", false, [metrics](const httplib::Request&,
+                                                        httplib::Response& res) {
+             res.set_content(metrics->RenderPrometheus(), "text/plain; version=0.0.4");
+             return absl::OkStatus();
+           }));
+  // Anything else: a JSON 404 (and never a 500).
+  svr->set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.status == 404 && res.body.empty()) {
+      SendError(res, absl::NotFoundError("no such route"));
+    } else if (res.body.empty()) {
+      SendError(res, absl::Status(res.status == 413 ? absl::StatusCode::kResourceExhausted
+                                                    : absl::StatusCode::kInvalidArgument,
+                                  absl::StrCat("HTTP ", res.status)));
+    }
+  });
+  svr->set_exception_handler([](const httplib::Request&, httplib::Response& res,
+                                std::exception_ptr) {
+    SendError(res, absl::InternalError("the request failed"));
+  });
+
+  int port = options.port;
+  if (port == 0) {
+    port = svr->bind_to_any_port(options.host);
+    if (port < 0) return absl::UnavailableError(absl::StrCat("cannot bind ", options.host));
+  } else if (!svr->bind_to_port(options.host, port)) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.host, ":", port));
+  }
+  server->port_ = port;
+  server->server_ = std::move(svr);
+  httplib::Server* raw = server->server_.get();
+  server->thread_ = std::thread([raw] { raw->listen_after_bind(); });
+  return server;
+}
+
+void HttpServer::Stop() {
+  if (server_ != nullptr) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+}  // namespace loyalty

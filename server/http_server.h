@@ -1,0 +1,64 @@
+// HTTP/JSON transport of the query service (docs/api.md): cpp-httplib, answers
+// printed by protobuf's JSON mapping from the same messages gRPC returns.
+#ifndef LOYALTY_SERVER_HTTP_SERVER_H_
+#define LOYALTY_SERVER_HTTP_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "server/metrics.h"
+#include "server/query_service.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace loyalty {
+
+struct HttpOptions {
+  // Listen address. Default: loopback only.
+  std::string host = "127.0.0.1";
+  // 0 picks a free port (see HttpServer::port()).
+  int port = 8080;
+  // Worker threads. Default: 8 (queries are short; waits are bounded).
+  size_t threads = 8;
+  // Connections queued for a worker before the accept loop stops taking more (the
+  // kernel backlog then pushes back). Default: 512.
+  size_t max_queued_connections = 512;
+  // Per-connection socket timeouts, so a slow client cannot hold a worker.
+  int read_timeout_s = 5;
+  int write_timeout_s = 5;
+  int keep_alive_timeout_s = 5;
+  size_t keep_alive_max_requests = 1000;
+  // Requests are GETs: anything larger than this is refused.
+  size_t max_request_bytes = 16 * 1024;
+  // When non-empty, /v1/* requires `Authorization: Bearer <token>`.
+  std::string auth_token;
+};
+
+class HttpServer {
+ public:
+  // Binds and starts serving on a thread of its own. `service` and `metrics` are
+  // not owned and must outlive the server. `health` says whether the engine is
+  // healthy (ingestion not stuck, store writable); it may be empty.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const QueryService* service, Metrics* metrics, std::function<absl::Status()> health,
+      const HttpOptions& options);
+  ~HttpServer();  // stops
+
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  HttpServer() = default;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace loyalty
+
+#endif  // LOYALTY_SERVER_HTTP_SERVER_H_

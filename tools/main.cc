@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   loyalty::AddIngestCommand(app, &exit_code);
   loyalty::AddReplayCommand(app, &exit_code);
   loyalty::AddProduceCommand(app, &exit_code);
+  loyalty::AddServeCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -21,37 +21,36 @@ enum class Verdict { kApply, kDuplicate, kDeadLetter };
 struct Decoded {
   Verdict verdict = Verdict::kDeadLetter;
   v1::Encoding encoding = v1::ENCODING_UNSPECIFIED;
-  v1::Event event;
-  std::string canonical;
-  std::string digest;
-  Rejection rejection{v1::DEAD_LETTER_REASON_UNSPECIFIED, ""};
+  InputVerdict input;
 };
 
-void DecodeAndValidate(const InputMessage& m, absl::Time now, Decoded* d) {
-  d->encoding = DetectEncoding(m.raw, m.json_content_type);
-  const uint64_t size = m.full_size != 0 ? m.full_size : m.raw.size();
-  if (size > kMaxMessageBytes) {
-    d->rejection = {v1::MESSAGE_TOO_LARGE,
-                    absl::StrCat("the message is ", size, " bytes, over the limit of ",
-                                 kMaxMessageBytes)};
-    return;
-  }
-  auto event = DecodeEvent(m.raw, d->encoding);
-  if (!event.ok()) {
-    d->rejection = {v1::UNDECODABLE, std::string(event.status().message())};
-    return;
-  }
-  d->event = std::move(*event);  // kept for a dead letter too: its event id is indexed
-  if (auto r = ValidateEvent(d->event, now)) {
-    d->rejection = std::move(*r);
-    return;
-  }
-  d->canonical = CanonicalEncoding(d->event);
-  d->digest = ContentDigest(d->canonical);
-  d->verdict = Verdict::kApply;
-}
-
 }  // namespace
+
+InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t full_size,
+                        absl::Time clock) {
+  InputVerdict v;
+  const uint64_t size = full_size != 0 ? full_size : raw.size();
+  if (size > kMaxMessageBytes) {
+    v.rejection = {v1::MESSAGE_TOO_LARGE,
+                   absl::StrCat("the message is ", size, " bytes, over the limit of ",
+                                kMaxMessageBytes)};
+    return v;
+  }
+  auto event = DecodeEvent(raw, encoding);
+  if (!event.ok()) {
+    v.rejection = {v1::UNDECODABLE, std::string(event.status().message())};
+    return v;
+  }
+  v.event = std::move(*event);  // kept for a dead letter too: its event id is indexed
+  if (auto r = ValidateEvent(v.event, clock)) {
+    v.rejection = std::move(*r);
+    return v;
+  }
+  v.canonical = CanonicalEncoding(v.event);
+  v.digest = ContentDigest(v.canonical);
+  v.ok = true;
+  return v;
+}
 
 void IngestCounts::Add(const IngestCounts& o) {
   messages += o.messages;
@@ -95,7 +94,12 @@ absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& ba
   // validation of occurred_at uses exactly that reading.
   const absl::Time now = absl::FromUnixMicros(absl::ToUnixMicros(clock_->Now()));
   std::vector<Decoded> decoded(batch.size());
-  for (size_t i = 0; i < batch.size(); ++i) DecodeAndValidate(batch[i], now, &decoded[i]);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Decoded& d = decoded[i];
+    d.encoding = DetectEncoding(batch[i].raw, batch[i].json_content_type);
+    d.input = CheckInput(batch[i].raw, d.encoding, batch[i].full_size, now);
+    d.verdict = d.input.ok ? Verdict::kApply : Verdict::kDeadLetter;
+  }
 
   // Idempotency by event_id, against committed state and earlier messages of this
   // batch. Only applied events reserve an id.
@@ -103,7 +107,7 @@ absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& ba
   std::vector<size_t> id_index;
   for (size_t i = 0; i < batch.size(); ++i) {
     if (decoded[i].verdict != Verdict::kApply) continue;
-    ids.push_back(decoded[i].event.event_id());
+    ids.push_back(decoded[i].input.event.event_id());
     id_index.push_back(i);
   }
   std::vector<std::optional<EventIdEntry>> committed;
@@ -118,12 +122,12 @@ absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& ba
       seen = it->second;
     }
     if (!seen.has_value()) {
-      batch_ids.emplace(ids[j], d.digest);
-    } else if (*seen == d.digest) {
+      batch_ids.emplace(ids[j], d.input.digest);
+    } else if (*seen == d.input.digest) {
       d.verdict = Verdict::kDuplicate;
     } else {
       d.verdict = Verdict::kDeadLetter;
-      d.rejection = {v1::EVENT_ID_CONFLICT,
+      d.input.rejection = {v1::EVENT_ID_CONFLICT,
                      absl::StrCat("event_id '", std::string(ids[j]),
                                   "' was already applied with different content")};
     }
@@ -173,15 +177,16 @@ absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& ba
     record.set_key(m.key);
     if (d.verdict == Verdict::kApply) {
       v1::Applied* applied = record.mutable_applied();
-      if (d.encoding != v1::ENCODING_PROTOBUF || d.canonical != m.raw) {
-        *applied->mutable_event() = d.event;
+      if (d.encoding != v1::ENCODING_PROTOBUF || d.input.canonical != m.raw) {
+        *applied->mutable_event() = d.input.event;
       } else {
         applied->Clear();  // raw is the canonical encoding: the event is raw
       }
       customers.clear();
-      customers.push_back(d.event.customer_id());
+      customers.push_back(d.input.event.customer_id());
       if (processor_ != nullptr) {
-        LOYALTY_RETURN_IF_ERROR(processor_->Process(d.event, out.next_seq(), applied, &customers));
+        LOYALTY_RETURN_IF_ERROR(
+            processor_->Process(d.input.event, out.next_seq(), applied, &customers));
         if (applied->outcome().status() == v1::ACCEPTED) {
           ++counts.accepted;
         } else {
@@ -189,27 +194,27 @@ absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& ba
         }
       }
       const uint64_t seq = out.Append(&record);
-      out.IndexEventId(d.event.event_id(), seq, d.digest);
+      out.IndexEventId(d.input.event.event_id(), seq, d.input.digest);
       std::sort(customers.begin(), customers.end());
       customers.erase(std::unique(customers.begin(), customers.end()), customers.end());
       for (const std::string& customer : customers) out.IndexCustomer(customer, seq);
       ++counts.applied;
-      if (!m.key.empty() && m.key != d.event.customer_id()) ++counts.key_mismatches;
+      if (!m.key.empty() && m.key != d.input.event.customer_id()) ++counts.key_mismatches;
     } else {
       v1::DeadLetter* dl = record.mutable_dead_letter();
-      dl->set_reason(d.rejection.reason);
-      dl->set_detail(d.rejection.detail);
+      dl->set_reason(d.input.rejection.reason);
+      dl->set_detail(d.input.rejection.detail);
       if (m.full_size != 0) {
         dl->set_raw_size(m.full_size);
         dl->set_raw_sha256(m.full_sha256);
       }
       const uint64_t seq = out.Append(&record);
       out.IndexDeadLetter(m.source, seq, raw_sha[i]);
-      if (!d.event.event_id().empty() && d.event.event_id().size() <= kMaxIdBytes) {
-        out.IndexDeadLetterEventId(d.event.event_id(), seq);
+      if (!d.input.event.event_id().empty() && d.input.event.event_id().size() <= kMaxIdBytes) {
+        out.IndexDeadLetterEventId(d.input.event.event_id(), seq);
       }
       ++counts.dead_letters;
-      ++counts.dead_letters_by_reason[d.rejection.reason];
+      ++counts.dead_letters_by_reason[d.input.rejection.reason];
     }
   }
   return counts;

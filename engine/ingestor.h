@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "engine/clock.h"
 #include "engine/event_log.h"
+#include "engine/validation.h"
 #include "loyalty/v1/log.pb.h"
 
 namespace loyalty {
@@ -44,6 +45,21 @@ struct IngestCounts {
   uint64_t appended() const { return applied + dead_letters; }
   void Add(const IngestCounts& other);
 };
+
+// The verdict on one input before idempotency: the decoded event (whenever the
+// bytes decoded), its canonical encoding and content digest, or why it is a dead
+// letter. The ingest path and the audit both use it, so a replay given the clock
+// reading kept in the record reaches the same verdict.
+struct InputVerdict {
+  bool ok = false;
+  v1::Event event;
+  std::string canonical;
+  std::string digest;
+  Rejection rejection{v1::DEAD_LETTER_REASON_UNSPECIFIED, ""};
+};
+// `full_size` is the input's size when `raw` holds only its first bytes, else 0.
+InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t full_size,
+                        absl::Time clock);
 
 // What turns applied events into decisions and projection state, in the same
 // batch as the records (the projections implement it).

@@ -31,7 +31,8 @@ class MapStates final : public StateSource {
 }  // namespace
 
 absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
-                                       const std::function<void(uint64_t)>& progress) {
+                                       const std::function<void(uint64_t)>& progress,
+                                       const ReplayHook& hook) {
   ReplayResult result;
   MapStates states(&result.states);
   std::unique_ptr<Rules> rules;
@@ -48,9 +49,9 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
         if (record.has_program()) {
           result.program = record.program();
           rules = std::make_unique<Rules>(record.program().program());
-          return absl::OkStatus();
+          return hook ? hook(seq, record, nullptr, nullptr) : absl::OkStatus();
         }
-        if (!record.has_applied()) return absl::OkStatus();
+        if (!record.has_applied()) return hook ? hook(seq, record, nullptr, nullptr) : absl::OkStatus();
         if (rules == nullptr) {
           return absl::DataLossError(
               absl::StrCat("record ", seq, " is an event with no program in force"));
@@ -72,7 +73,7 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                                          record.applied().outcome().ShortDebugString(),
                                          "; the rules give ", outcome.ShortDebugString());
         }
-        return absl::OkStatus();
+        return hook ? hook(seq, record, &event, &outcome) : absl::OkStatus();
       });
   LOYALTY_RETURN_IF_ERROR(s);
   if (progress) progress(result.records);

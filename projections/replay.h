@@ -28,10 +28,17 @@ struct ReplayResult {
   std::string mismatch;
 };
 
+// Called for every record replayed, after it was decided (`redecided` is null for
+// records that are not applied events). An error stops the replay.
+using ReplayHook = std::function<absl::Status(uint64_t seq, const v1::LogRecord& record,
+                                              const v1::Event* event,
+                                              const v1::Outcome* redecided)>;
+
 // Replays records [1, to_seq] of `log`. `progress`, if set, is called now and then
 // with the records done.
 absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
-                                       const std::function<void(uint64_t)>& progress = {});
+                                       const std::function<void(uint64_t)>& progress = {},
+                                       const ReplayHook& hook = {});
 
 }  // namespace loyalty
 

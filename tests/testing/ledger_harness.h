@@ -39,10 +39,13 @@ inline std::string Rfc3339(int64_t unix_seconds) {
 
 class LedgerHarness {
  public:
-  explicit LedgerHarness(const v1::Program& program = DefaultProgram())
-      : clock_(absl::FromUnixSeconds(4102444800)) {  // 2100-01-01
+  // `data_dir`, if given, is used (and left behind) instead of a temporary one.
+  explicit LedgerHarness(const v1::Program& program = DefaultProgram(),
+                         const std::string& data_dir = "")
+      : data_dir_(data_dir.empty() ? dir_.Sub("data") : data_dir),
+        clock_(absl::FromUnixSeconds(4102444800)) {  // 2100-01-01
     LogOptions options;
-    options.data_dir = dir_.Sub("data");
+    options.data_dir = data_dir_;
     options.sync_writes = false;
     auto log = EventLog::Open(options);
     REQUIRE(log.ok());
@@ -155,7 +158,7 @@ class LedgerHarness {
 
  private:
   TempDir dir_;
-  std::string data_dir_ = dir_.Sub("data");
+  std::string data_dir_;
   ManualClock clock_;
   std::unique_ptr<EventLog> log_;
   std::unique_ptr<Projector> projector_;

@@ -1,0 +1,218 @@
+#include "projections/audit.h"
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "engine/event_codec.h"
+#include "engine/ingestor.h"
+#include "engine/log_verify.h"
+#include "engine/sha256.h"
+#include "engine/status_macros.h"
+#include "engine/validation.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "projections/ledger.h"
+#include "projections/replay.h"
+
+namespace loyalty {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+
+// Stops a scan with a finding recorded in the report.
+absl::Status Fail(AuditReport* report, const std::string& check, uint64_t seq,
+                  std::string problem) {
+  report->ok = false;
+  report->check = check;
+  report->first_bad_seq = seq;
+  report->problem = std::move(problem);
+  return absl::CancelledError("audit finding");
+}
+
+absl::Time Clock(const v1::LogRecord& record) {
+  return absl::FromUnixSeconds(record.ingested_at().seconds()) +
+         absl::Nanoseconds(record.ingested_at().nanos());
+}
+
+// Check 3 for one record.
+absl::Status CheckValidation(const EventLog& log, uint64_t seq, const v1::LogRecord& record,
+                             const v1::Event* event, AuditReport* report) {
+  if (record.has_program()) return absl::OkStatus();
+  const InputVerdict v = CheckInput(record.raw(), record.encoding(),
+                                    record.dead_letter().raw_size(), Clock(record));
+  if (record.has_dead_letter()) {
+    ++report->dead_letters;
+    const v1::DeadLetterReason reason = record.dead_letter().reason();
+    if (reason == v1::EVENT_ID_CONFLICT) {
+      if (!v.ok) {
+        return Fail(report, "validation", seq,
+                    absl::StrCat("EVENT_ID_CONFLICT, but the input is invalid: ",
+                                 v.rejection.detail));
+      }
+      std::vector<std::optional<EventIdEntry>> found;
+      LOYALTY_RETURN_IF_ERROR(log.LookupEventIds({v.event.event_id()}, &found));
+      if (!found[0].has_value() || found[0]->seq >= seq ||
+          found[0]->content_digest == v.digest) {
+        return Fail(report, "validation", seq,
+                    absl::StrCat("EVENT_ID_CONFLICT, but no earlier event '", v.event.event_id(),
+                                 "' with other content is indexed"));
+      }
+      return absl::OkStatus();
+    }
+    if (v.ok) {
+      return Fail(report, "validation", seq,
+                  absl::StrCat("dead letter ", v1::DeadLetterReason_Name(reason),
+                               ", but the input validates now"));
+    }
+    if (v.rejection.reason != reason) {
+      return Fail(report, "validation", seq,
+                  absl::StrCat("dead letter ", v1::DeadLetterReason_Name(reason),
+                               ", but validation now says ",
+                               v1::DeadLetterReason_Name(v.rejection.reason)));
+    }
+    return absl::OkStatus();
+  }
+  if (!record.has_applied()) return Fail(report, "validation", seq, "a record with no body");
+  ++report->events;
+  if (!v.ok) {
+    return Fail(report, "validation", seq,
+                absl::StrCat("applied, but the input is a dead letter now: ",
+                             v1::DeadLetterReason_Name(v.rejection.reason), ": ",
+                             v.rejection.detail));
+  }
+  if (event != nullptr && !MessageDifferencer::Equals(*event, v.event)) {
+    return Fail(report, "validation", seq, "the stored decoded event differs from its raw bytes");
+  }
+  std::vector<std::optional<EventIdEntry>> found;
+  LOYALTY_RETURN_IF_ERROR(log.LookupEventIds({v.event.event_id()}, &found));
+  if (!found[0].has_value() || found[0]->seq != seq || found[0]->content_digest != v.digest) {
+    return Fail(report, "validation", seq,
+                absl::StrCat("the event-id index does not hold event '", v.event.event_id(),
+                             "' at this record (applied twice, or the index was altered)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<AuditReport> AuditLog(
+    const EventLog& log, const AuditOptions& options,
+    const std::function<void(const std::string&, uint64_t)>& progress) {
+  AuditReport report;
+  auto phase = [&](const char* name) {
+    return [&progress, name](uint64_t n) {
+      if (progress) progress(name, n);
+    };
+  };
+
+  // 1. chain
+  LOYALTY_ASSIGN_OR_RETURN(VerifyReport chain, VerifyLog(log, phase("chain")));
+  report.records = chain.records;
+  report.head = chain.head;
+  if (!chain.ok) {
+    Fail(&report, "chain", chain.first_bad_seq, chain.problem).IgnoreError();
+    return report;
+  }
+  const uint64_t to = std::min(options.to_seq, chain.head.seq);
+
+  // 2. digest
+  if (options.digest_seq != 0) {
+    if (options.digest_seq > chain.head.seq) {
+      Fail(&report, "digest", options.digest_seq,
+           absl::StrCat("the digest names sequence ", options.digest_seq,
+                        " but the log ends at ", chain.head.seq, ": records were removed"))
+          .IgnoreError();
+      return report;
+    }
+    std::string stored;
+    LOYALTY_RETURN_IF_ERROR(log.Scan(options.digest_seq, options.digest_seq,
+                                     [&](uint64_t, std::string_view, std::string_view,
+                                         std::string_view hash) {
+                                       stored = DigestHex(hash);
+                                       return absl::OkStatus();
+                                     }));
+    if (stored != options.digest_hash_hex) {
+      Fail(&report, "digest", options.digest_seq,
+           absl::StrCat("the kept digest is ", options.digest_hash_hex, " but the log now has ",
+                        stored, ": the log was rewritten up to here"))
+          .IgnoreError();
+      return report;
+    }
+  }
+
+  // 3 and 4: validation and decisions, in one replay.
+  absl::StatusOr<ReplayResult> replay = ReplayLog(
+      log, to, phase("replay"),
+      [&](uint64_t seq, const v1::LogRecord& record, const v1::Event* event,
+          const v1::Outcome*) -> absl::Status {
+        const v1::Event* stored = record.has_applied() && record.applied().has_event()
+                                      ? &record.applied().event()
+                                      : nullptr;
+        (void)event;
+        return CheckValidation(log, seq, record, stored, &report);
+      });
+  if (!replay.ok()) {
+    if (!report.ok) return report;
+    return replay.status();
+  }
+  if (replay->first_mismatch_seq != 0) {
+    Fail(&report, "decision", replay->first_mismatch_seq, replay->mismatch).IgnoreError();
+    return report;
+  }
+  report.customers = replay->states.size();
+
+  // 5. projections
+  if (options.compare_projections && to == chain.head.seq) {
+    auto next = replay->states.begin();
+    absl::Status s = log.ScanProjection(
+        LogBatch::ProjectionCf::kCustomerState,
+        [&](std::string_view key, std::string_view value) -> absl::Status {
+          if (next == replay->states.end() || next->first != key) {
+            const std::string missing =
+                next == replay->states.end() || std::string_view(next->first) > key
+                    ? absl::StrCat("the live projections hold customer '", std::string(key),
+                                   "', which the log does not")
+                    : absl::StrCat("the live projections lack customer '", next->first, "'");
+            return Fail(&report, "projections", 0, missing);
+          }
+          if (SerializeDeterministic(*next->second) != value) {
+            return Fail(&report, "projections", 0,
+                        absl::StrCat("the live state of customer '", next->first,
+                                     "' differs from the one rebuilt from the log"));
+          }
+          ++next;
+          return absl::OkStatus();
+        });
+    if (!report.ok) return report;
+    LOYALTY_RETURN_IF_ERROR(s);
+    if (next != replay->states.end()) {
+      Fail(&report, "projections", 0,
+           absl::StrCat("the live projections lack customer '", next->first, "'"))
+          .IgnoreError();
+      return report;
+    }
+  }
+
+  // 6. conservation
+  if (replay->program.version() > 0) {
+    const Rules rules(replay->program.program());
+    for (const auto& [id, state] : replay->states) {
+      const v1::LedgerState& l = state->ledger();
+      for (int64_t t : {l.clock(), l.clock() + rules.pending_s, l.clock() + rules.expiry_s,
+                        l.clock() + rules.pending_s + rules.expiry_s, std::max(options.now, l.clock())}) {
+        const BalanceView b = EvaluateBalance(rules, l, t);
+        if (b.earned != b.available + b.pending + b.redeemed + b.reversed + b.adjusted_out +
+                            b.expired) {
+          Fail(&report, "conservation", 0,
+               absl::StrCat("customer '", id, "' at ", t, ": earned ", b.earned, " != available ",
+                            b.available, " + pending ", b.pending, " + redeemed ", b.redeemed,
+                            " + reversed ", b.reversed, " + adjusted_out ", b.adjusted_out,
+                            " + expired ", b.expired))
+              .IgnoreError();
+          return report;
+        }
+      }
+    }
+  }
+  return report;
+}
+
+}  // namespace loyalty

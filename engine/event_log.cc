@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
 #include "engine/internal/keys.h"
@@ -30,6 +31,21 @@ constexpr char kSourcesCf[] = "sources";
 constexpr char kDeadLettersCf[] = "dead_letters";
 constexpr char kCustomerStateCf[] = "customer_state";
 constexpr char kProjectionMetaCf[] = "projection_meta";
+constexpr char kGenerationKey[] = "projection_generation";
+
+// Projection column families by generation: generation 0 has the plain names.
+std::string StateCfName(uint64_t generation) {
+  return generation == 0 ? kCustomerStateCf : absl::StrCat(kCustomerStateCf, ".", generation);
+}
+std::string MetaCfName(uint64_t generation) {
+  return generation == 0 ? kProjectionMetaCf : absl::StrCat(kProjectionMetaCf, ".", generation);
+}
+bool IsProjectionCf(const std::string& name) {
+  return absl::StartsWith(name, kCustomerStateCf) || absl::StartsWith(name, kProjectionMetaCf);
+}
+
+// Puts per rebuild write: bounds the rebuild's memory.
+constexpr size_t kRebuildBatchPuts = 10'000;
 
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
@@ -193,10 +209,21 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
   db_options.bytes_per_sync = 1 << 20;
   if (options.env != nullptr) db_options.env = options.env;
 
-  const std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName, kLogCf,
-                                          kEventIdsCf, kCustomersCf, kSourcesCf,
-                                          kDeadLettersCf, kCustomerStateCf,
-                                          kProjectionMetaCf};
+  // The fixed column families, the first generation of projections for a new
+  // store, and whatever projection generations the store already has.
+  std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName, kLogCf, kEventIdsCf,
+                                    kCustomersCf, kSourcesCf, kDeadLettersCf};
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(db_options, options.data_dir, &existing).ok()) {
+    for (const auto& name : existing) {
+      if (IsProjectionCf(name)) names.push_back(name);
+    }
+  }
+  if (std::find(names.begin(), names.end(), kCustomerStateCf) == names.end() &&
+      existing.empty()) {
+    names.push_back(kCustomerStateCf);
+    names.push_back(kProjectionMetaCf);
+  }
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (const auto& name : names) {
     cfs.emplace_back(name, name == kLogCf ? LogCfOptions(options) : IndexCfOptions(options));
@@ -234,8 +261,39 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
   log->customers_cf_ = log->handles_[3];
   log->sources_cf_ = log->handles_[4];
   log->dead_letters_cf_ = log->handles_[5];
-  log->customer_state_cf_ = log->handles_[6];
-  log->projection_meta_cf_ = log->handles_[7];
+
+  std::string generation;
+  s = log->db_->Get(rocksdb::ReadOptions(), log->handles_[0], kGenerationKey, &generation);
+  if (s.ok()) {
+    if (!absl::SimpleAtoi(generation, &log->projection_generation_)) {
+      return absl::DataLossError("the projection generation does not parse");
+    }
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "reading the projection generation");
+  }
+  const std::string state_name = StateCfName(log->projection_generation_);
+  const std::string meta_name = MetaCfName(log->projection_generation_);
+  std::vector<size_t> stale;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == state_name) {
+      log->customer_state_cf_ = log->handles_[i];
+    } else if (names[i] == meta_name) {
+      log->projection_meta_cf_ = log->handles_[i];
+    } else if (IsProjectionCf(names[i])) {
+      stale.push_back(i);
+    }
+  }
+  if (log->customer_state_cf_ == nullptr || log->projection_meta_cf_ == nullptr) {
+    return absl::DataLossError(absl::StrCat("the projections of generation ",
+                                            log->projection_generation_, " are missing"));
+  }
+  if (!options.read_only) {
+    // Leftovers of an earlier generation or an unfinished rebuild.
+    for (size_t i : stale) {
+      LOYALTY_RETURN_IF_ERROR(FromRocks(log->db_->DropColumnFamily(log->handles_[i]),
+                                        "dropping stale projections"));
+    }
+  }
 
   std::string format;
   s = log->db_->Get(rocksdb::ReadOptions(), log->handles_[0], kFormatKey, &format);
@@ -500,6 +558,67 @@ absl::StatusOr<std::vector<uint64_t>> EventLog::CustomerSeqs(
   }
   LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the customer index"));
   return out;
+}
+
+ProjectionRebuild::ProjectionRebuild(rocksdb::DB* db, uint64_t generation)
+    : db_(db), generation_(generation), pending_(std::make_unique<rocksdb::WriteBatch>()) {}
+
+ProjectionRebuild::~ProjectionRebuild() = default;
+
+absl::Status ProjectionRebuild::Put(LogBatch::ProjectionCf cf, std::string_view key,
+                                    std::string_view value) {
+  pending_->Put(cf == LogBatch::ProjectionCf::kCustomerState ? state_cf_ : meta_cf_,
+                rocksdb::Slice(key.data(), key.size()), rocksdb::Slice(value.data(), value.size()))
+      .PermitUncheckedError();  // in-memory batch, bounded by kRebuildBatchPuts
+  return ++pending_puts_ >= kRebuildBatchPuts ? Flush() : absl::OkStatus();
+}
+
+absl::Status ProjectionRebuild::Flush() {
+  if (pending_puts_ == 0) return absl::OkStatus();
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;  // the switch flushes the new column families first
+  LOYALTY_RETURN_IF_ERROR(FromRocks(db_->Write(wo, pending_.get()), "writing rebuilt projections"));
+  pending_->Clear();
+  pending_puts_ = 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ProjectionRebuild>> EventLog::BeginProjectionRebuild() {
+  if (options_.read_only) return absl::FailedPreconditionError("the log is open read-only");
+  std::unique_ptr<ProjectionRebuild> r(
+      new ProjectionRebuild(db_.get(), projection_generation_ + 1));
+  const rocksdb::ColumnFamilyOptions cf = IndexCfOptions(options_);
+  LOYALTY_RETURN_IF_ERROR(FromRocks(
+      db_->CreateColumnFamily(cf, StateCfName(r->generation_), &r->state_cf_),
+      "creating the rebuild's column families"));
+  handles_.push_back(r->state_cf_);
+  LOYALTY_RETURN_IF_ERROR(FromRocks(
+      db_->CreateColumnFamily(cf, MetaCfName(r->generation_), &r->meta_cf_),
+      "creating the rebuild's column families"));
+  handles_.push_back(r->meta_cf_);
+  return r;
+}
+
+absl::Status EventLog::CommitProjectionRebuild(std::unique_ptr<ProjectionRebuild> r) {
+  // Everything the rebuild wrote is made durable before the switch that exposes it.
+  LOYALTY_RETURN_IF_ERROR(r->Flush());
+  LOYALTY_RETURN_IF_ERROR(FromRocks(db_->Flush(rocksdb::FlushOptions(), {r->state_cf_, r->meta_cf_}),
+                                    "flushing rebuilt projections"));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  LOYALTY_RETURN_IF_ERROR(FromRocks(
+      db_->Put(wo, handles_[0], kGenerationKey, absl::StrCat(r->generation_)),
+      "switching to the rebuilt projections"));
+  rocksdb::ColumnFamilyHandle* old_state = customer_state_cf_;
+  rocksdb::ColumnFamilyHandle* old_meta = projection_meta_cf_;
+  customer_state_cf_ = r->state_cf_;
+  projection_meta_cf_ = r->meta_cf_;
+  projection_generation_ = r->generation_;
+  // The old generation is no longer read; a failure here leaves it to be dropped
+  // on the next open.
+  db_->DropColumnFamily(old_state).PermitUncheckedError();
+  db_->DropColumnFamily(old_meta).PermitUncheckedError();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> EventLog::GetProjection(LogBatch::ProjectionCf cf,

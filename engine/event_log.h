@@ -152,6 +152,28 @@ class LogSnapshot {
   LogHead head_;
 };
 
+// A rebuild of the projections into a new generation of their column families,
+// invisible until EventLog::CommitProjectionRebuild switches to it atomically.
+// Thread-compatible; one at a time.
+class ProjectionRebuild {
+ public:
+  ~ProjectionRebuild();
+  // Writes in chunks as it goes (bounded memory); an error ends the rebuild.
+  absl::Status Put(LogBatch::ProjectionCf cf, std::string_view key, std::string_view value);
+  uint64_t generation() const { return generation_; }
+
+ private:
+  friend class EventLog;
+  ProjectionRebuild(rocksdb::DB* db, uint64_t generation);
+  absl::Status Flush();
+  rocksdb::DB* db_;
+  uint64_t generation_;
+  rocksdb::ColumnFamilyHandle* state_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+  std::unique_ptr<rocksdb::WriteBatch> pending_;
+  size_t pending_puts_ = 0;
+};
+
 class EventLog {
  public:
   // Opens (or creates) the log in options.data_dir. FailedPrecondition with a
@@ -226,6 +248,16 @@ class EventLog {
       const std::function<absl::Status(std::string_view key, std::string_view value)>& fn,
       const LogSnapshot* snapshot = nullptr, std::string_view start = {}) const;
 
+  // Starts rebuilding the projections into fresh column families (not for
+  // read-only logs). Nothing changes for readers until the commit.
+  absl::StatusOr<std::unique_ptr<ProjectionRebuild>> BeginProjectionRebuild();
+  // Writes the rest of the rebuild, then switches to it in one synced write and
+  // drops the previous generation. A crash before the switch leaves the old
+  // projections in force (the unfinished generation is dropped on the next open).
+  absl::Status CommitProjectionRebuild(std::unique_ptr<ProjectionRebuild> rebuild);
+  // The generation of the projections in force (0 for a new store).
+  uint64_t projection_generation() const { return projection_generation_; }
+
   // Read-only logs: catch up with the writer's latest committed state.
   absl::Status CatchUp();
 
@@ -251,6 +283,7 @@ class EventLog {
   rocksdb::ColumnFamilyHandle* dead_letters_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* customer_state_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* projection_meta_cf_ = nullptr;
+  uint64_t projection_generation_ = 0;
   rocksdb::ColumnFamilyHandle* ProjectionHandle(LogBatch::ProjectionCf cf) const {
     return cf == LogBatch::ProjectionCf::kCustomerState ? customer_state_cf_
                                                         : projection_meta_cf_;

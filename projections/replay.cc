@@ -7,6 +7,7 @@
 #include "projections/decider.h"
 #include "projections/ledger_reader.h"
 #include "projections/program.h"
+#include "projections/projector.h"
 
 namespace loyalty {
 namespace {
@@ -78,6 +79,34 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
   LOYALTY_RETURN_IF_ERROR(s);
   if (progress) progress(result.records);
   return result;
+}
+
+absl::StatusOr<RebuildReport> RebuildProjections(EventLog* log,
+                                                 const std::function<void(uint64_t)>& progress) {
+  LOYALTY_ASSIGN_OR_RETURN(ReplayResult replay, ReplayLog(*log, UINT64_MAX, progress));
+  if (replay.first_mismatch_seq != 0) {
+    return absl::DataLossError(absl::StrCat(
+        "record ", replay.first_mismatch_seq,
+        " holds an outcome the rules do not give; run `loyalty replay verify`: ", replay.mismatch));
+  }
+  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<ProjectionRebuild> rebuild,
+                           log->BeginProjectionRebuild());
+  using Cf = LogBatch::ProjectionCf;
+  for (const auto& [id, state] : replay.states) {
+    LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kCustomerState, id, SerializeDeterministic(*state)));
+  }
+  if (replay.program.version() > 0) {
+    LOYALTY_RETURN_IF_ERROR(
+        rebuild->Put(Cf::kProjectionMeta, kMetaProgram, SerializeDeterministic(replay.program)));
+  }
+  LOYALTY_RETURN_IF_ERROR(
+      rebuild->Put(Cf::kProjectionMeta, kMetaProjectionVersion, absl::StrCat(kProjectionVersion)));
+  RebuildReport report;
+  report.records = replay.records;
+  report.customers = replay.states.size();
+  report.generation = rebuild->generation();
+  LOYALTY_RETURN_IF_ERROR(log->CommitProjectionRebuild(std::move(rebuild)));
+  return report;
 }
 
 }  // namespace loyalty

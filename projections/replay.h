@@ -40,6 +40,17 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                                        const std::function<void(uint64_t)>& progress = {},
                                        const ReplayHook& hook = {});
 
+struct RebuildReport {
+  uint64_t records = 0;
+  uint64_t customers = 0;
+  uint64_t generation = 0;  // the projections' generation now in force
+};
+
+// Rebuilds every projection from the log into a new generation and switches to it
+// atomically (EventLog::CommitProjectionRebuild). `log` must be open for writing.
+absl::StatusOr<RebuildReport> RebuildProjections(
+    EventLog* log, const std::function<void(uint64_t)>& progress = {});
+
 }  // namespace loyalty
 
 #endif  // LOYALTY_PROJECTIONS_REPLAY_H_

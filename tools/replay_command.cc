@@ -21,6 +21,7 @@
 #include "projections/ledger_reader.h"
 #include "projections/program.h"
 #include "projections/projector.h"
+#include "projections/replay.h"
 #include "tools/commands.h"
 #include "tools/progress.h"
 
@@ -348,6 +349,30 @@ int RunExport(const ReplayArgs& args) {
   return 0;
 }
 
+// ------------------------------------------------------------------ rebuild
+
+int RunRebuild(const ReplayArgs& args) {
+  LogOptions options;
+  options.data_dir = args.data_dir;
+  auto log = EventLog::Open(options);
+  if (!log.ok()) return Fail("rebuild", std::string(log.status().message()));
+  Progress progress;
+  const auto start = absl::Now();
+  auto report = RebuildProjections(log->get(), [&](uint64_t n) {
+    progress.Update(absl::StrFormat("rebuild: %d records", n));
+  });
+  progress.Done();
+  if (!report.ok()) return Fail("rebuild", std::string(report.status().message()));
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::printf("rebuilt the projections of %llu customers from %llu records in %.2f s "
+              "(%.0f records/s); generation %llu in force\n",
+              static_cast<unsigned long long>(report->customers),
+              static_cast<unsigned long long>(report->records), seconds,
+              seconds > 0 ? report->records / seconds : 0.0,
+              static_cast<unsigned long long>(report->generation));
+  return 0;
+}
+
 }  // namespace
 
 void AddReplayCommand(CLI::App& app, int* exit_code) {
@@ -382,6 +407,13 @@ void AddReplayCommand(CLI::App& app, int* exit_code) {
   statement->add_option("--format", args->format, "text, json or csv")
       ->check(CLI::IsMember({"text", "json", "csv"}));
   statement->callback([args, exit_code] { *exit_code = RunStatement(*args); });
+
+  CLI::App* rebuild = replay->add_subcommand(
+      "rebuild",
+      "Rebuild every projection from the log and switch to it atomically (takes the "
+      "directory's write lock)");
+  rebuild->add_option("--data-dir", args->data_dir, "the engine's data directory")->required();
+  rebuild->callback([args, exit_code] { *exit_code = RunRebuild(*args); });
 
   CLI::App* exp = replay->add_subcommand(
       "export", "Stream the ledger for finance (bounded memory whatever the log's size)");

@@ -7,6 +7,7 @@
 
 #include "engine/internal/keys.h"
 #include "rocksdb/db.h"
+#include "tests/testing/raw_db.h"
 #include "tests/testing/temp_dir.h"
 
 namespace loyalty {
@@ -27,24 +28,10 @@ void WriteRecords(const std::string& dir, int n) {
   REQUIRE((*log)->Commit(std::move(b)).ok());
 }
 
-// Opens the raw RocksDB underneath and applies `edit` to the `log` column family.
+// Applies `edit` to the `log` column family underneath the log API.
 void Tamper(const std::string& dir,
             const std::function<void(rocksdb::DB*, rocksdb::ColumnFamilyHandle*)>& edit) {
-  std::vector<std::string> names;
-  REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names).ok());
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-  for (const auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* db = nullptr;
-  REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions(), dir, cfs, &handles, &db).ok());
-  rocksdb::ColumnFamilyHandle* log_cf = nullptr;
-  for (size_t i = 0; i < names.size(); ++i) {
-    if (names[i] == "log") log_cf = handles[i];
-  }
-  REQUIRE(log_cf != nullptr);
-  edit(db, log_cf);
-  for (auto* h : handles) REQUIRE(db->DestroyColumnFamilyHandle(h).ok());
-  delete db;
+  testing::EditRaw(dir, [&](rocksdb::DB* db, testing::RawCfs& cfs) { edit(db, cfs.at("log")); });
 }
 
 VerifyReport Verify(const std::string& dir) {

@@ -121,6 +121,18 @@ struct SpendIndex {
 
 }  // namespace
 
+int64_t SignedPoints(const v1::LedgerEntry& e) {
+  switch (e.kind()) {
+    case v1::REFUND:
+    case v1::CLAWBACK:
+    case v1::ADJUSTMENT_DEBIT:
+    case v1::REDEMPTION:
+      return -e.points();
+    default:
+      return e.points();
+  }
+}
+
 int FindLot(const v1::LedgerState& s, uint64_t id) {
   // Lots are kept in creation order, so ids ascend: binary search.
   int lo = 0, hi = s.lots_size();

@@ -79,6 +79,10 @@ int64_t AvailableAt(const v1::LedgerState& state, int64_t t);
 enum class DrawFrom { kAvailable, kUnexpired };
 std::vector<int> FifoLots(const v1::LedgerState& state, int64_t t, DrawFrom from);
 
+// The points an entry moved, signed from the customer's view: debits (refunds,
+// claw-backs, negative adjustments, redemptions) negative, the rest positive.
+int64_t SignedPoints(const v1::LedgerEntry& entry);
+
 // The index of the lot with `id` in state.lots(), or -1.
 int FindLot(const v1::LedgerState& state, uint64_t id);
 

@@ -13,11 +13,8 @@ namespace {
 using testing::LedgerHarness;
 using testing::T;
 
-// Day n of the test calendar (2026-01-01 + n days), plus optional seconds.
-std::string Day(int64_t n, int64_t seconds = 0) {
-  return testing::Rfc3339(T("2026-01-01T00:00:00Z") + n * kDaySeconds + seconds);
-}
-int64_t DayT(int64_t n, int64_t seconds = 0) { return T(Day(n, seconds)); }
+using testing::Day;
+using testing::DayT;
 
 int64_t EntryPoints(const v1::Outcome& o, v1::EntryKind kind, const std::string& customer = "") {
   int64_t sum = 0;

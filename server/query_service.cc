@@ -50,18 +50,6 @@ absl::Status Unknown(const std::string& id, int64_t t) {
                                           TimeUtil::ToString(Ts(t))));
 }
 
-// A statement shows the points an entry moved, signed from the customer's view.
-int64_t SignedPoints(const v1::LedgerEntry& e) {
-  switch (e.kind()) {
-    case v1::REFUND:
-    case v1::CLAWBACK:
-    case v1::ADJUSTMENT_DEBIT:
-    case v1::REDEMPTION:
-      return -e.points();
-    default:
-      return e.points();
-  }
-}
 
 // Page tokens: hex of "as_of:last_customer_id", so every page of a listing is
 // evaluated at the first page's time and continues after the last key shown.

@@ -14,6 +14,7 @@
 #include "projections/replay.h"
 #include "rocksdb/db.h"
 #include "tests/testing/ledger_harness.h"
+#include "tests/testing/raw_db.h"
 
 namespace loyalty {
 namespace {
@@ -21,7 +22,7 @@ namespace {
 using testing::LedgerHarness;
 using testing::T;
 
-std::string Day(int64_t n) { return testing::Rfc3339(T("2026-01-01T00:00:00Z") + n * kDaySeconds); }
+using testing::Day;
 
 void Scenario(LedgerHarness& h) {
   h.Referral("ann", Day(0), "ref");
@@ -33,28 +34,10 @@ void Scenario(LedgerHarness& h) {
   h.IngestLines({"not json"});
 }
 
-// Opens the data directory's raw RocksDB and runs `edit` on it.
-void Raw(const std::string& dir,
-         const std::function<void(rocksdb::DB*, std::map<std::string, rocksdb::ColumnFamilyHandle*>&)>&
-             edit) {
-  std::vector<std::string> names;
-  REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names).ok());
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-  for (const auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* db = nullptr;
-  REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions(), dir, cfs, &handles, &db).ok());
-  std::map<std::string, rocksdb::ColumnFamilyHandle*> by_name;
-  for (size_t i = 0; i < names.size(); ++i) by_name[names[i]] = handles[i];
-  edit(db, by_name);
-  for (auto* hd : handles) REQUIRE(db->DestroyColumnFamilyHandle(hd).ok());
-  delete db;
-}
-
 // Rewrites record `seq` with `mutate` and recomputes the chain from it to the end,
 // as a forger who controls the storage would.
 void Rewrite(const std::string& dir, uint64_t seq, const std::function<void(v1::LogRecord*)>& mutate) {
-  Raw(dir, [&](rocksdb::DB* db, auto& cf) {
+  testing::EditRaw(dir, [&](rocksdb::DB* db, testing::RawCfs& cf) {
     rocksdb::ColumnFamilyHandle* log = cf["log"];
     std::string prev_value;
     Sha256Digest prev{};
@@ -161,7 +144,7 @@ TEST_CASE("audit: a dead letter whose reason was changed is caught") {
 TEST_CASE("audit: a projection edited underneath is caught by the rebuild comparison") {
   // Proves: live state that the log does not produce is found.
   Closed c;
-  Raw(c.data, [](rocksdb::DB* db, auto& cf) {
+  testing::EditRaw(c.data, [](rocksdb::DB* db, testing::RawCfs& cf) {
     std::string v;
     REQUIRE(db->Get(rocksdb::ReadOptions(), cf["customer_state"], "cy", &v).ok());
     v1::CustomerState s;
@@ -179,7 +162,7 @@ TEST_CASE("audit: an applied event whose index entry was removed is caught") {
   // Proves: the event-id index must hold every applied event at its own record,
   // or duplicates could be applied twice unnoticed.
   Closed c;
-  Raw(c.data, [](rocksdb::DB* db, auto& cf) {
+  testing::EditRaw(c.data, [](rocksdb::DB* db, testing::RawCfs& cf) {
     REQUIRE(db->Delete(rocksdb::WriteOptions(), cf["event_ids"], "ev-2").ok());
   });
   AuditReport r = Audit(c.data);
@@ -192,7 +175,7 @@ TEST_CASE("rebuild: replaces edited projections with the log's, atomically") {
   // makes the audit pass again; states equal a fresh ingest's byte for byte; the
   // store reopens on the new generation and keeps ingesting.
   Closed c;
-  Raw(c.data, [](rocksdb::DB* db, auto& cf) {
+  testing::EditRaw(c.data, [](rocksdb::DB* db, testing::RawCfs& cf) {
     REQUIRE(db->Delete(rocksdb::WriteOptions(), cf["customer_state"], "cy").ok());
   });
   REQUIRE_FALSE(Audit(c.data).ok);

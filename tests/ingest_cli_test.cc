@@ -20,6 +20,7 @@
 #include "rocksdb/db.h"
 #include "engine/log_verify.h"
 #include "loyalty/v1/log.pb.h"
+#include "tests/testing/raw_db.h"
 #include "tests/testing/temp_dir.h"
 
 namespace loyalty {
@@ -110,20 +111,9 @@ TEST_CASE("verify exits non-zero on a tampered log") {
   REQUIRE(RunLoyalty({"replay", "verify", "--data-dir", dir.Sub("data")}).exit_code == 0);
   {
     // Delete record 25 underneath the log API, with raw RocksDB.
-    std::vector<std::string> names;
-    REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.Sub("data"), &names).ok());
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-    for (const auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* db = nullptr;
-    REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions(), dir.Sub("data"), cfs, &handles, &db).ok());
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (names[i] == "log") {
-        REQUIRE(db->Delete(rocksdb::WriteOptions(), handles[i], internal::SeqKey(25)).ok());
-      }
-    }
-    for (auto* h : handles) REQUIRE(db->DestroyColumnFamilyHandle(h).ok());
-    delete db;
+    testing::EditRaw(dir.Sub("data"), [](rocksdb::DB* db, testing::RawCfs& cfs) {
+      REQUIRE(db->Delete(rocksdb::WriteOptions(), cfs.at("log"), internal::SeqKey(25)).ok());
+    });
   }
   Run verify = RunLoyalty({"replay", "verify", "--data-dir", dir.Sub("data")});
   REQUIRE(verify.exit_code == 1);

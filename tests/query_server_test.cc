@@ -22,9 +22,7 @@ namespace {
 using testing::LedgerHarness;
 using testing::T;
 
-std::string Day(int64_t n, int64_t seconds = 0) {
-  return testing::Rfc3339(T("2026-01-01T00:00:00Z") + n * kDaySeconds + seconds);
-}
+using testing::Day;
 
 struct Servers {
   explicit Servers(LedgerHarness& h, const std::string& token = "")

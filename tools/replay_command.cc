@@ -73,18 +73,6 @@ std::string SourceText(const v1::SourcePosition& p) {
   return "";
 }
 
-// Points from the customer's view: debits negative.
-int64_t Signed(const v1::LedgerEntry& e) {
-  switch (e.kind()) {
-    case v1::REFUND:
-    case v1::CLAWBACK:
-    case v1::ADJUSTMENT_DEBIT:
-    case v1::REDEMPTION:
-      return -e.points();
-    default:
-      return e.points();
-  }
-}
 
 std::string CsvField(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
@@ -229,7 +217,7 @@ int RunStatement(const ReplayArgs& args) {
       auto& f = *line.mutable_fields();
       f["time"].set_string_value(TimeText(e.effective_at()));
       f["kind"].set_string_value(kind);
-      f["points"].set_number_value(static_cast<double>(Signed(e)));
+      f["points"].set_number_value(static_cast<double>(SignedPoints(e)));
       f["availableAfter"].set_number_value(static_cast<double>(b.available));
       f["pendingAfter"].set_number_value(static_cast<double>(b.pending));
       f["eventId"].set_string_value(e.event_id());
@@ -239,14 +227,14 @@ int RunStatement(const ReplayArgs& args) {
       std::printf("%s\n", ToJson(line).c_str());
     } else if (args.format == "csv") {
       std::printf("%s,%s,%lld,%lld,%lld,%s,%s,%llu,%s\n", TimeText(e.effective_at()).c_str(),
-                  kind.c_str(), static_cast<long long>(Signed(e)),
+                  kind.c_str(), static_cast<long long>(SignedPoints(e)),
                   static_cast<long long>(b.available), static_cast<long long>(b.pending),
                   CsvField(e.event_id()).c_str(), CsvField(source).c_str(),
                   static_cast<unsigned long long>(e.seq()), hash.c_str());
     } else {
       std::printf("%s  %-20s %+10lld  available %8lld  pending %8lld  event %s  from %s  seq %llu  hash %.16s\n",
                   TimeText(e.effective_at()).c_str(), kind.c_str(),
-                  static_cast<long long>(Signed(e)), static_cast<long long>(b.available),
+                  static_cast<long long>(SignedPoints(e)), static_cast<long long>(b.available),
                   static_cast<long long>(b.pending), e.event_id().c_str(), source.c_str(),
                   static_cast<unsigned long long>(e.seq()), hash.c_str());
     }
@@ -324,7 +312,7 @@ int RunExport(const ReplayArgs& args) {
             std::printf("%llu,%s,%s,%s,%s,%lld,%s,%s,%llu,%lld,%lld,%lld,%u,%s\n",
                         static_cast<unsigned long long>(seq), CsvField(event_id).c_str(),
                         CsvField(e.customer_id()).c_str(), TimeText(e.effective_at()).c_str(),
-                        v1::EntryKind_Name(e.kind()).c_str(), static_cast<long long>(Signed(e)),
+                        v1::EntryKind_Name(e.kind()).c_str(), static_cast<long long>(SignedPoints(e)),
                         CsvField(e.order_id()).c_str(), CsvField(e.redemption_id()).c_str(),
                         static_cast<unsigned long long>(e.lot_id()),
                         static_cast<long long>(e.debt_added()),

@@ -37,6 +37,12 @@ inline std::string Rfc3339(int64_t unix_seconds) {
                           absl::UTCTimeZone());
 }
 
+// Day n of the test calendar (2026-01-01T00:00:00Z + n days), plus seconds.
+inline std::string Day(int64_t n, int64_t seconds = 0) {
+  return Rfc3339(T("2026-01-01T00:00:00Z") + n * 86400 + seconds);
+}
+inline int64_t DayT(int64_t n, int64_t seconds = 0) { return T(Day(n, seconds)); }
+
 class LedgerHarness {
  public:
   // `data_dir`, if given, is used (and left behind) instead of a temporary one.

@@ -11,6 +11,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code);
 void AddReplayCommand(CLI::App& app, int* exit_code);
 void AddProduceCommand(CLI::App& app, int* exit_code);
 void AddServeCommand(CLI::App& app, int* exit_code);
+void AddKafkaMockCommand(CLI::App& app, int* exit_code);
 
 }  // namespace loyalty
 

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   loyalty::AddReplayCommand(app, &exit_code);
   loyalty::AddProduceCommand(app, &exit_code);
   loyalty::AddServeCommand(app, &exit_code);
+  loyalty::AddKafkaMockCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

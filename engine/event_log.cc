@@ -13,6 +13,7 @@
 #include "engine/internal/keys.h"
 #include "engine/status_macros.h"
 #include "rocksdb/db.h"
+#include "rocksdb/transaction_log.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
@@ -581,6 +582,19 @@ absl::Status ProjectionRebuild::Flush() {
   pending_->Clear();
   pending_puts_ = 0;
   return absl::OkStatus();
+}
+
+uint64_t EventLog::ApproximateBytes() const {
+  uint64_t total = 0;
+  for (auto* h : handles_) {
+    uint64_t v = 0;
+    if (db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
+  }
+  rocksdb::VectorLogPtr files;
+  if (db_->GetSortedWalFiles(files).ok()) {
+    for (const auto& f : files) total += f->SizeFileBytes();
+  }
+  return total;
 }
 
 absl::StatusOr<std::unique_ptr<ProjectionRebuild>> EventLog::BeginProjectionRebuild() {

@@ -255,6 +255,9 @@ class EventLog {
   // drops the previous generation. A crash before the switch leaves the old
   // projections in force (the unfinished generation is dropped on the next open).
   absl::Status CommitProjectionRebuild(std::unique_ptr<ProjectionRebuild> rebuild);
+  // Bytes on disk: table files of every column family plus the live WAL.
+  uint64_t ApproximateBytes() const;
+
   // The generation of the projections in force (0 for a new store).
   uint64_t projection_generation() const { return projection_generation_; }
 

@@ -1,6 +1,8 @@
-// `loyalty serve`: the engine's query service over an existing data directory
-// (Kafka ingestion joins it in the Kafka issue). Owns the directory for writing,
-// answers over HTTP/JSON and gRPC, and stops cleanly on SIGTERM/SIGINT.
+// `loyalty serve`: the engine. Owns the data directory for writing, consumes the
+// events topic (--brokers, or an embedded mock cluster) batch by batch into the
+// log and projections, answers over HTTP/JSON and gRPC, and stops cleanly on
+// SIGTERM/SIGINT (the batch in progress finishes, the consumer leaves its group).
+// Without Kafka it serves queries over the existing log only.
 #include <signal.h>
 
 #include <cstdio>
@@ -9,7 +11,16 @@
 #include <sstream>
 #include <string>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
 #include "absl/strings/numbers.h"
+#include "absl/synchronization/mutex.h"
+#include "consumers/kafka_source.h"
+#include "consumers/mock_cluster.h"
+#include "engine/ingestor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "engine/clock.h"
@@ -27,6 +38,11 @@ namespace {
 
 struct ServeArgs {
   std::string data_dir;
+  std::string brokers;
+  bool embedded_kafka = false;
+  std::string topic = kDefaultEventsTopic;
+  std::string group = "loyalty-engine";
+  std::vector<std::string> kafka_config;
   std::string http = "127.0.0.1:8080";
   std::string grpc = "127.0.0.1:9090";
   std::string program_file;
@@ -45,6 +61,52 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// Consumes the events topic batch by batch on a thread of its own, until told to
+// stop or until a batch cannot be stored (then ingestion stops and /healthz says
+// why; nothing of the failed batch was stored).
+class IngestLoop {
+ public:
+  IngestLoop(std::unique_ptr<KafkaSource> source, Metrics* metrics)
+      : source_(std::move(source)), metrics_(metrics) {}
+  ~IngestLoop() { Stop(); }
+
+  void Start() { thread_ = std::thread([this] { Run(); }); }
+  // Finishes the batch in progress, leaves the group.
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  absl::Status health() const {
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+
+ private:
+  void Run() {
+    while (!stop_) {
+      auto taken = source_->PollOnce();
+      if (!taken.ok()) {
+        std::fprintf(stderr, "loyalty serve: ingestion stopped: %s\n",
+                     std::string(taken.status().message()).c_str());
+        absl::MutexLock lock(&mu_);
+        error_ = absl::UnavailableError(
+            absl::StrCat("ingestion stopped: ", taken.status().message()));
+        break;
+      }
+      metrics_->Gauge("loyalty_consumer_lag") = source_->lag();
+      metrics_->Gauge("loyalty_rebalances") = static_cast<int64_t>(source_->rebalances());
+    }
+    source_->Close();
+  }
+
+  std::unique_ptr<KafkaSource> source_;
+  Metrics* metrics_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  mutable absl::Mutex mu_;
+  absl::Status error_;
+};
+
 int RunServe(const ServeArgs& args) {
   // gRPC starts threads of its own: block the stop signals in every thread
   // (they inherit this mask) and wait for them on this one.
@@ -54,6 +116,9 @@ int RunServe(const ServeArgs& args) {
   sigaddset(&stop, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
+  if (args.embedded_kafka && !args.brokers.empty()) {
+    return Fail("--brokers and --embedded-kafka exclude each other");
+  }
   std::string token;
   if (!args.auth_token_file.empty()) {
     std::ifstream in(args.auth_token_file);
@@ -83,13 +148,76 @@ int RunServe(const ServeArgs& args) {
 
   Metrics metrics;
   metrics.Describe("loyalty_log_length", "records in the event log");
+  metrics.Describe("loyalty_log_bytes", "bytes on disk (tables and WAL)");
+  metrics.Describe("loyalty_events_total", "input messages by what became of them");
+  metrics.Describe("loyalty_batch_duration_seconds", "time to store one batch");
+  metrics.Describe("loyalty_consumer_lag", "messages behind the partitions' ends");
+  metrics.Describe("loyalty_rebalances", "consumer group rebalances seen");
   metrics.Gauge("loyalty_log_length") = static_cast<int64_t>((*log)->head().seq);
+  metrics.Gauge("loyalty_log_bytes") = static_cast<int64_t>((*log)->ApproximateBytes());
+
+  // Kafka: an embedded mock cluster, or real brokers.
+  std::unique_ptr<MockCluster> embedded;
+  std::string brokers = args.brokers;
+  if (args.embedded_kafka) {
+    auto cluster = MockCluster::Start(1);
+    if (!cluster.ok()) return Fail(std::string(cluster.status().message()));
+    embedded = std::move(*cluster);
+    for (const auto& [topic, partitions] :
+         std::vector<std::pair<std::string, int>>{{args.topic, 6}, {kDeadLetterTopic, 1},
+                                                  {kOutcomesTopic, 6}, {kSignalsTopic, 6}}) {
+      if (auto s = embedded->CreateTopic(topic, partitions); !s.ok()) {
+        return Fail(std::string(s.message()));
+      }
+    }
+    brokers = embedded->bootstrap_servers();
+    std::fprintf(stderr, "loyalty serve: embedded Kafka bootstrap %s\n", brokers.c_str());
+  }
+  Ingestor ingestor(log->get(), RealClock(), projector->get());
+  std::unique_ptr<IngestLoop> loop;
+  if (!brokers.empty()) {
+    KafkaSourceOptions kafka;
+    kafka.brokers = brokers;
+    kafka.topic = args.topic;
+    kafka.group = args.group;
+    for (const std::string& kv : args.kafka_config) {
+      const size_t eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return Fail(absl::StrCat("--kafka-config ", kv, " is not KEY=VALUE"));
+      }
+      kafka.config.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    }
+    EventLog* writer = log->get();
+    Metrics* m = &metrics;
+    auto sink = [&ingestor, writer, m](const std::vector<InputMessage>& batch) -> absl::Status {
+      const auto start = std::chrono::steady_clock::now();
+      auto counts = ingestor.IngestBatch(batch);
+      if (!counts.ok()) return counts.status();
+      m->Latency("loyalty_batch_duration_seconds")
+          .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      m->Counter("loyalty_events_total", "outcome=\"accepted\"") += counts->accepted;
+      m->Counter("loyalty_events_total", "outcome=\"rejected\"") += counts->rejected;
+      m->Counter("loyalty_events_total", "outcome=\"dead_letter\"") += counts->dead_letters;
+      m->Counter("loyalty_events_total", "outcome=\"duplicate\"") +=
+          counts->duplicates + counts->repeated_dead_letters;
+      m->Counter("loyalty_key_mismatches_total") += counts->key_mismatches;
+      m->Gauge("loyalty_log_length") = static_cast<int64_t>(writer->head().seq);
+      return absl::OkStatus();
+    };
+    auto source = KafkaSource::Create(kafka, log->get(), sink);
+    if (!source.ok()) return Fail(std::string(source.status().message()));
+    loop = std::make_unique<IngestLoop>(std::move(*source), &metrics);
+  }
   QueryService service(log->get(), RealClock(),
                        std::make_shared<Rules>((*projector)->rules()));
   const EventLog* log_ptr = log->get();
-  auto health = [log_ptr]() -> absl::Status {
+  IngestLoop* loop_ptr = loop.get();
+  Metrics* metrics_ptr = &metrics;
+  auto health = [log_ptr, loop_ptr, metrics_ptr]() -> absl::Status {
     auto snap = log_ptr->TakeSnapshot();  // the store answers
-    return snap.ok() ? absl::OkStatus() : snap.status();
+    if (!snap.ok()) return snap.status();
+    metrics_ptr->Gauge("loyalty_log_bytes") = static_cast<int64_t>(log_ptr->ApproximateBytes());
+    return loop_ptr != nullptr ? loop_ptr->health() : absl::OkStatus();
   };
   auto http_server = HttpServer::Start(&service, &metrics, health, http);
   if (!http_server.ok()) return Fail(std::string(http_server.status().message()));
@@ -99,9 +227,16 @@ int RunServe(const ServeArgs& args) {
                args.data_dir.c_str(), static_cast<unsigned long long>((*log)->head().seq),
                http.host.c_str(), (*http_server)->port(), (*grpc_server)->port());
 
+  if (loop != nullptr) {
+    loop->Start();
+    std::fprintf(stderr, "loyalty serve: consuming %s from %s as group %s\n", args.topic.c_str(),
+                 brokers.c_str(), args.group.c_str());
+  }
+
   int signal_number = 0;
   sigwait(&stop, &signal_number);
   std::fprintf(stderr, "loyalty serve: signal %d, stopping\n", signal_number);
+  if (loop != nullptr) loop->Stop();  // finishes its batch, leaves the group
   (*grpc_server)->Stop();
   (*http_server)->Stop();
   return 0;
@@ -112,8 +247,17 @@ int RunServe(const ServeArgs& args) {
 void AddServeCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<ServeArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "serve", "Answer queries (HTTP/JSON and gRPC) over the engine's data directory");
+      "serve",
+      "The engine: consume, log, project, and answer queries over HTTP/JSON and gRPC "
+      "(without --brokers or --embedded-kafka: queries over the existing log only)");
   cmd->add_option("--data-dir", args->data_dir, "the engine's data directory")->required();
+  cmd->add_option("--brokers", args->brokers, "consume the events topic from these Kafka brokers");
+  cmd->add_flag("--embedded-kafka", args->embedded_kafka,
+                "run an in-process mock Kafka cluster and consume from it (demos)");
+  cmd->add_option("--topic", args->topic, "the events topic");
+  cmd->add_option("--group", args->group, "the consumer group");
+  cmd->add_option("--kafka-config", args->kafka_config,
+                  "a librdkafka property KEY=VALUE (TLS, SASL, ...); repeatable");
   cmd->add_option("--http", args->http, "HTTP listen address ADDR:PORT (port 0: any)");
   cmd->add_option("--grpc", args->grpc, "gRPC listen address ADDR:PORT (port 0: any)");
   cmd->add_option("--program", args->program_file,

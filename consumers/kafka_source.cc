@@ -1,0 +1,210 @@
+#include "consumers/kafka_source.h"
+
+#include <librdkafka/rdkafkacpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace loyalty {
+namespace {
+
+// Watermark queries on assignment must not hang the engine forever.
+constexpr int kWatermarkTimeoutMs = 10'000;
+
+}  // namespace
+
+struct KafkaSource::Impl : public RdKafka::RebalanceCb {
+  KafkaSourceOptions options;
+  const EventLog* log = nullptr;
+  BatchSink sink;
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer;
+  std::vector<InputMessage> pending;
+  absl::Status fatal;  // set from the rebalance callback
+  std::atomic<uint64_t> rebalances{0};
+  std::atomic<int64_t> lag{0};
+  std::map<int32_t, int64_t> next_offset;  // per assigned partition
+  bool closed = false;
+
+  // Hands the pending messages to the sink, then tells Kafka (for lag tools).
+  absl::Status Flush() {
+    if (pending.empty()) return absl::OkStatus();
+    LOYALTY_RETURN_IF_ERROR(sink(pending));
+    std::map<int32_t, int64_t> last;
+    for (const InputMessage& m : pending) last[m.source.kafka().partition()] = m.source.kafka().offset();
+    pending.clear();
+    std::vector<RdKafka::TopicPartition*> offsets;
+    for (const auto& [partition, offset] : last) {
+      next_offset[partition] = offset + 1;
+      offsets.push_back(RdKafka::TopicPartition::create(options.topic, partition, offset + 1));
+    }
+    // The stored offsets in RocksDB are the truth; this commit only feeds lag tools,
+    // so its failure is not an error.
+    consumer->commitAsync(offsets);
+    RdKafka::TopicPartition::destroy(offsets);
+    return absl::OkStatus();
+  }
+
+  void rebalance_cb(RdKafka::KafkaConsumer* c, RdKafka::ErrorCode err,
+                    std::vector<RdKafka::TopicPartition*>& partitions) override {
+    ++rebalances;
+    if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
+      for (RdKafka::TopicPartition* tp : partitions) {
+        v1::SourcePosition key;
+        key.mutable_kafka()->set_topic(tp->topic());
+        key.mutable_kafka()->set_partition(tp->partition());
+        auto stored = log->SourcePositionOf(key);
+        if (!stored.ok()) {
+          fatal = stored.status();
+          break;
+        }
+        int64_t low = 0, high = 0;
+        RdKafka::ErrorCode werr =
+            c->query_watermark_offsets(tp->topic(), tp->partition(), &low, &high, kWatermarkTimeoutMs);
+        if (stored->has_value()) {
+          const int64_t next = (*stored)->kafka().offset() + 1;
+          if (werr == RdKafka::ERR_NO_ERROR && next > high) {
+            fatal = absl::FailedPreconditionError(absl::StrCat(
+                "the stored offset of ", tp->topic(), "[", tp->partition(), "] is ", next,
+                " but the partition ends at ", high,
+                ": this is a new cluster or a recreated topic; refusing to re-read or skip "
+                "(use a fresh data directory for a new cluster)"));
+            break;
+          }
+          tp->set_offset(next);
+          next_offset[tp->partition()] = next;
+        } else {
+          tp->set_offset(RdKafka::Topic::OFFSET_BEGINNING);
+          next_offset[tp->partition()] = werr == RdKafka::ERR_NO_ERROR ? low : 0;
+        }
+      }
+      if (!fatal.ok()) {
+        c->unassign();
+        return;
+      }
+      c->assign(partitions);
+    } else {
+      // Revocation: what was taken from these partitions is stored first.
+      if (absl::Status s = Flush(); !s.ok() && fatal.ok()) fatal = s;
+      for (RdKafka::TopicPartition* tp : partitions) next_offset.erase(tp->partition());
+      c->unassign();
+    }
+  }
+
+  void UpdateLag() {
+    int64_t total = 0;
+    for (const auto& [partition, next] : next_offset) {
+      int64_t low = 0, high = 0;
+      if (consumer->get_watermark_offsets(options.topic, partition, &low, &high) ==
+              RdKafka::ERR_NO_ERROR &&
+          high >= next) {
+        total += high - next;
+      }
+    }
+    lag = total;
+  }
+};
+
+absl::StatusOr<std::unique_ptr<KafkaSource>> KafkaSource::Create(
+    const KafkaSourceOptions& options, const EventLog* log, BatchSink sink) {
+  if (options.brokers.empty()) return absl::InvalidArgumentError("no Kafka brokers given");
+  std::unique_ptr<KafkaSource> source(new KafkaSource());
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->log = log;
+  impl->sink = std::move(sink);
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string err;
+  auto set = [&](const std::string& k, const std::string& v) -> absl::Status {
+    if (conf->set(k, v, err) != RdKafka::Conf::CONF_OK) {
+      return absl::InvalidArgumentError(absl::StrCat("Kafka setting ", k, "=", v, ": ", err));
+    }
+    return absl::OkStatus();
+  };
+  LOYALTY_RETURN_IF_ERROR(set("bootstrap.servers", options.brokers));
+  LOYALTY_RETURN_IF_ERROR(set("group.id", options.group));
+  LOYALTY_RETURN_IF_ERROR(set("enable.auto.commit", "false"));
+  LOYALTY_RETURN_IF_ERROR(set("enable.auto.offset.store", "false"));
+  LOYALTY_RETURN_IF_ERROR(set("auto.offset.reset", "earliest"));
+  LOYALTY_RETURN_IF_ERROR(set("enable.partition.eof", "false"));
+  LOYALTY_RETURN_IF_ERROR(set("session.timeout.ms", absl::StrCat(options.session_timeout_ms)));
+  LOYALTY_RETURN_IF_ERROR(set("client.id", "loyalty-engine"));
+  for (const auto& [k, v] : options.config) LOYALTY_RETURN_IF_ERROR(set(k, v));
+  if (conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(impl.get()), err) !=
+      RdKafka::Conf::CONF_OK) {
+    return absl::InternalError(err);
+  }
+  impl->consumer.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
+  if (impl->consumer == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot create the Kafka consumer: ", err));
+  }
+  RdKafka::ErrorCode code = impl->consumer->subscribe({options.topic});
+  if (code != RdKafka::ERR_NO_ERROR) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot subscribe to ", options.topic, ": ", RdKafka::err2str(code)));
+  }
+  source->impl_ = std::move(impl);
+  return source;
+}
+
+KafkaSource::~KafkaSource() { Close(); }
+
+absl::StatusOr<size_t> KafkaSource::PollOnce() {
+  Impl& s = *impl_;
+  if (s.closed) return absl::FailedPreconditionError("the Kafka source is closed");
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(s.options.batch_wait_ms);
+  while (s.pending.size() < s.options.batch_max_messages && s.fatal.ok()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0) break;
+    std::unique_ptr<RdKafka::Message> msg(s.consumer->consume(static_cast<int>(left)));
+    if (msg->err() == RdKafka::ERR__TIMED_OUT || msg->err() == RdKafka::ERR__PARTITION_EOF) {
+      continue;
+    }
+    if (msg->err() != RdKafka::ERR_NO_ERROR) {
+      // Broker trouble: librdkafka retries by itself; the engine waits, never skips.
+      continue;
+    }
+    InputMessage m;
+    if (msg->payload() != nullptr) m.raw.assign(static_cast<const char*>(msg->payload()), msg->len());
+    if (msg->key() != nullptr) m.key = *msg->key();
+    if (const RdKafka::Headers* headers = msg->headers(); headers != nullptr) {
+      for (const RdKafka::Headers::Header& h : headers->get("content-type")) {
+        if (h.value() != nullptr &&
+            std::string(static_cast<const char*>(h.value()), h.value_size())
+                    .rfind("application/json", 0) == 0) {
+          m.json_content_type = true;
+        }
+      }
+    }
+    auto* k = m.source.mutable_kafka();
+    k->set_topic(msg->topic_name());
+    k->set_partition(msg->partition());
+    k->set_offset(msg->offset());
+    s.pending.push_back(std::move(m));
+  }
+  if (!s.fatal.ok()) return s.fatal;
+  const size_t taken = s.pending.size();
+  LOYALTY_RETURN_IF_ERROR(s.Flush());
+  s.UpdateLag();
+  return taken;
+}
+
+void KafkaSource::Close() {
+  if (impl_ == nullptr || impl_->closed) return;
+  impl_->closed = true;
+  // Pending messages were never stored: dropping them loses nothing, a restart
+  // re-reads them from the stored offsets.
+  impl_->pending.clear();
+  impl_->consumer->close();
+}
+
+uint64_t KafkaSource::rebalances() const { return impl_->rebalances; }
+int64_t KafkaSource::lag() const { return impl_->lag; }
+
+}  // namespace loyalty

@@ -62,6 +62,11 @@ class LedgerHarness {
     ingestor_ = std::make_unique<Ingestor>(log_.get(), &clock_, projector_.get());
   }
 
+  // Ingests prepared messages as one batch (any source positions).
+  absl::StatusOr<IngestCounts> Ingest(const std::vector<InputMessage>& batch) {
+    return ingestor_->IngestBatch(batch);
+  }
+
   // Ingests JSON lines as one batch; returns the counts.
   IngestCounts IngestLines(const std::vector<std::string>& lines) {
     std::vector<InputMessage> batch;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: installs what is missing, builds, generates
-# a realistic sample stream (with a share of malformed lines), ingests it into a
-# fresh data directory, and verifies the log.
+# The main job on the embedded default: installs what is missing, builds, starts
+# the engine on an in-process mock Kafka cluster, produces a realistic stream into
+# it (skewed customers, the full event mix, a share of malformed messages and
+# duplicates), waits until every message is applied, shows what a user came for,
+# stops the engine cleanly and audits the log.
 #   scripts/demo.sh [--events N] [--customers N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,41 +19,64 @@ done
 scripts/setup.sh
 
 work=$(mktemp -d /tmp/loyalty-demo-XXXXXX)
-echo "== generating $events events for $customers customers into $work/events.jsonl"
-build/loyalty produce --file "$work/events.jsonl" --events "$events" --customers "$customers" --seed 7
-echo
-echo "== a few lines of the stream"
-head -n 3 "$work/events.jsonl"
-echo
-echo "== ingesting into $work/data"
-build/loyalty ingest --data-dir "$work/data" "$work/events.jsonl"
-echo
-echo "== ingesting the same file again (exactly once: nothing new is appended)"
-build/loyalty ingest --data-dir "$work/data" "$work/events.jsonl" | tail -n 1
-echo
-echo "== a customer's balance, tier and churn signals, and the program's stats, over HTTP"
-build/loyalty serve --data-dir "$work/data" --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
+data="$work/data"
+echo "== starting the engine on an embedded Kafka cluster (data in $data)"
+build/loyalty serve --data-dir "$data" --embedded-kafka --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
   > "$work/serve.log" 2>&1 &
 serve_pid=$!
 trap 'kill -TERM "$serve_pid" 2>/dev/null || true' EXIT
 port=""
-for _ in $(seq 1 50); do
+brokers=""
+for _ in $(seq 1 100); do
   port=$(sed -n 's/.*HTTP on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/serve.log")
-  [ -n "$port" ] && break
+  brokers=$(sed -n 's/.*embedded Kafka bootstrap \(.*\)/\1/p' "$work/serve.log")
+  [ -n "$port" ] && [ -n "$brokers" ] && break
   sleep 0.1
 done
-customer=$(grep -m 1 -o '"customerId":"[^"]*"' "$work/events.jsonl" | cut -d'"' -f4)
+[ -n "$port" ] || { cat "$work/serve.log"; exit 1; }
+cat "$work/serve.log"
+
+echo
+echo "== producing $events events for $customers customers to loyalty.events (protobuf)"
+build/loyalty produce --brokers "$brokers" --events "$events" --customers "$customers" \
+  --format protobuf --seed 7
+
+echo
+echo "== waiting until the engine has applied every message (GET /v1/progress)"
+for _ in $(seq 1 600); do
+  # Before the first batch there is no partition yet: nothing to sum.
+  taken=$(curl -s "localhost:$port/v1/progress" | { grep -o '"offset":"[0-9]*"' || true; } |
+          { grep -o '[0-9]*' || true; } | awk '{ s += $1 } END { print s + 0 }')
+  [ "${taken:-0}" -ge "$events" ] && break
+  sleep 0.2
+done
+curl -s "localhost:$port/v1/progress"; echo
+
+customer=c-000001
+echo
+echo "== one customer's balance, tier and churn signals"
 for route in balance tier churn; do
   echo "\$ curl localhost:$port/v1/customers/$customer/$route"
-  curl -s "localhost:$port/v1/customers/$customer/$route"
+  curl -s "localhost:$port/v1/customers/$customer/$route"; echo
 done
-echo "\$ curl localhost:$port/v1/stats"
-curl -s "localhost:$port/v1/stats"
+echo "\$ curl 'localhost:$port/v1/customers?risk_level=AT_RISK&limit=3'"
+curl -s "localhost:$port/v1/customers?risk_level=AT_RISK&limit=3"; echo
+echo
+echo "== program stats"
+curl -s "localhost:$port/v1/stats"; echo
+echo
+echo "== what became of the messages, and the dead letters by reason (GET /metrics)"
+curl -s "localhost:$port/metrics" | grep -E '^loyalty_(events_total|dead_letters_total|consumer_lag|log_length)'
+
+echo
+echo "== stopping the engine (SIGTERM: the batch in progress finishes, exit 0)"
 kill -TERM "$serve_pid"
 wait "$serve_pid"
 trap - EXIT
+tail -n 1 "$work/serve.log"
+
 echo
 echo "== audit: chain, verdicts, decisions, projections, conservation"
-build/loyalty replay verify --data-dir "$work/data"
+build/loyalty replay verify --data-dir "$data"
 echo
-echo "data directory kept at $work/data"
+echo "data directory kept at $data"

@@ -153,6 +153,7 @@ int RunServe(const ServeArgs& args) {
   metrics.Describe("loyalty_batch_duration_seconds", "time to store one batch");
   metrics.Describe("loyalty_consumer_lag", "messages behind the partitions' ends");
   metrics.Describe("loyalty_rebalances", "consumer group rebalances seen");
+  metrics.Describe("loyalty_dead_letters_total", "dead letters by reason");
   metrics.Gauge("loyalty_log_length") = static_cast<int64_t>((*log)->head().seq);
   metrics.Gauge("loyalty_log_bytes") = static_cast<int64_t>((*log)->ApproximateBytes());
 
@@ -201,6 +202,10 @@ int RunServe(const ServeArgs& args) {
       m->Counter("loyalty_events_total", "outcome=\"duplicate\"") +=
           counts->duplicates + counts->repeated_dead_letters;
       m->Counter("loyalty_key_mismatches_total") += counts->key_mismatches;
+      for (const auto& [reason, n] : counts->dead_letters_by_reason) {
+        m->Counter("loyalty_dead_letters_total",
+                   absl::StrCat("reason=\"", v1::DeadLetterReason_Name(reason), "\"")) += n;
+      }
       m->Gauge("loyalty_log_length") = static_cast<int64_t>(writer->head().seq);
       return absl::OkStatus();
     };

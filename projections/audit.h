@@ -26,7 +26,11 @@
 namespace loyalty {
 
 struct AuditOptions {
-  // Checks records 1..to_seq (the chain always from 1). Default: the whole log.
+  // Checks records from_seq..to_seq. The chain is always verified from 1 (every
+  // later hash depends on it), and decisions need every earlier record replayed;
+  // records before from_seq are replayed but their findings not reported.
+  // Default: the whole log.
+  uint64_t from_seq = 1;
   uint64_t to_seq = UINT64_MAX;
   // A digest kept outside the system: the record at `digest_seq` must still have
   // this hash (hex).

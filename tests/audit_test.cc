@@ -63,7 +63,8 @@ void Rewrite(const std::string& dir, uint64_t seq, const std::function<void(v1::
   });
 }
 
-AuditReport Audit(const std::string& dir, uint64_t digest_seq = 0, std::string digest_hex = "") {
+AuditReport Audit(const std::string& dir, uint64_t digest_seq = 0, std::string digest_hex = "",
+                  uint64_t from_seq = 1) {
   LogOptions options;
   options.data_dir = dir;
   options.read_only = true;
@@ -72,6 +73,7 @@ AuditReport Audit(const std::string& dir, uint64_t digest_seq = 0, std::string d
   AuditOptions a;
   a.digest_seq = digest_seq;
   a.digest_hash_hex = digest_hex;
+  a.from_seq = from_seq;
   a.now = T(Day(400));
   auto report = AuditLog(**log, a);
   REQUIRE(report.ok());
@@ -126,6 +128,9 @@ TEST_CASE("audit: a decision that differs from the rules is caught") {
   REQUIRE_FALSE(r.ok);
   CHECK(r.check == "decision");
   CHECK(r.first_bad_seq == 3);
+  // --from-seq 4 reports findings from record 4 on only: this one is before it.
+  CHECK(Audit(c.data, 0, "", 4).ok);
+  CHECK_FALSE(Audit(c.data, 0, "", 3).ok);
 }
 
 TEST_CASE("audit: a dead letter whose reason was changed is caught") {

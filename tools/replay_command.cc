@@ -90,6 +90,7 @@ int RunVerify(const ReplayArgs& args) {
   auto log = OpenReadOnly(args.data_dir);
   if (!log.ok()) return Fail("verify", std::string(log.status().message()));
   AuditOptions options;
+  options.from_seq = args.from_seq;
   options.to_seq = args.to_seq;
   options.now = absl::ToUnixSeconds(RealClock()->Now());
   if (!args.digest_file.empty()) {
@@ -374,6 +375,7 @@ void AddReplayCommand(CLI::App& app, int* exit_code) {
       "Check the chain, re-validate every input, re-decide every event, compare the rebuilt "
       "projections and the conservation law");
   verify->add_option("--data-dir", args->data_dir, "the engine's data directory")->required();
+  verify->add_option("--from-seq", args->from_seq, "report findings from this sequence number");
   verify->add_option("--to-seq", args->to_seq, "check records up to this sequence number");
   verify->add_option("--digest", args->digest_file,
                      "a file from `replay digest`: prove the log up to it was not rewritten");

@@ -584,6 +584,23 @@ absl::Status ProjectionRebuild::Flush() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> EventLog::GetMeta(std::string_view name) const {
+  std::string value;
+  const std::string key = absl::StrCat("meta/", std::string(name));
+  LOYALTY_RETURN_IF_ERROR(
+      FromRocks(db_->Get(rocksdb::ReadOptions(), handles_[0], key, &value), "reading meta"));
+  return value;
+}
+
+absl::Status EventLog::PutMeta(std::string_view name, std::string_view value) {
+  if (options_.read_only) return absl::FailedPreconditionError("the log is open read-only");
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  const std::string key = absl::StrCat("meta/", std::string(name));
+  return FromRocks(db_->Put(wo, handles_[0], key, rocksdb::Slice(value.data(), value.size())),
+                   "writing meta");
+}
+
 uint64_t EventLog::ApproximateBytes() const {
   uint64_t total = 0;
   for (auto* h : handles_) {

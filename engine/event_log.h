@@ -255,6 +255,11 @@ class EventLog {
   // drops the previous generation. A crash before the switch leaves the old
   // projections in force (the unfinished generation is dropped on the next open).
   absl::Status CommitProjectionRebuild(std::unique_ptr<ProjectionRebuild> rebuild);
+  // Small named values of the engine's own (e.g. the outbox cursor), in the
+  // default column family under "meta/". NotFound if absent. Put syncs.
+  absl::StatusOr<std::string> GetMeta(std::string_view name) const;
+  absl::Status PutMeta(std::string_view name, std::string_view value);
+
   // Bytes on disk: table files of every column family plus the live WAL.
   uint64_t ApproximateBytes() const;
 

@@ -25,6 +25,7 @@ packages=(
   librdkafka-dev librocksdb-dev libprotobuf-dev protobuf-compiler libabsl-dev
   catch2 libgrpc++-dev protobuf-compiler-grpc libssl-dev libcpp-httplib-dev
   libcli11-dev kcat curl
+  python3 openjdk-17-jdk-headless maven
 )
 
 missing=()

@@ -10,6 +10,10 @@
 #include "consumers/kafka_producer.h"
 #include "consumers/kafka_source.h"
 #include "consumers/mock_cluster.h"
+#include "consumers/outbox.h"
+#include <librdkafka/rdkafkacpp.h>
+#include <thread>
+#include "google/protobuf/util/json_util.h"
 #include "engine/event_codec.h"
 #include "projections/ledger_reader.h"
 #include "projections/projector.h"
@@ -174,6 +178,129 @@ TEST_CASE("kafka: a batch that fails to store is re-read by the next consumer, e
   // Every produced id that validates was applied (the rest are dead letters).
   CHECK(applied.size() > 3000);
   for (const std::string& id : applied) CHECK(produced_ids.count(id) == 1);
+}
+
+// One message read back from a topic, copied out of librdkafka (a consumer cannot
+// be destroyed while any of its messages is alive).
+struct ReadMessage {
+  std::string key;
+  std::string value;
+  std::map<std::string, std::string> headers;  // the first value of each name
+  std::string Header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+// Reads every message of `topic` from the beginning (all partitions) until
+// `expected` have arrived or 30 s pass.
+std::vector<ReadMessage> ReadTopic(const std::string& brokers, const std::string& topic,
+                                   int partitions, size_t expected) {
+  std::string err;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  conf->set("bootstrap.servers", brokers, err);
+  conf->set("group.id", "reader-" + topic, err);
+  conf->set("enable.auto.commit", "false", err);
+  std::unique_ptr<RdKafka::KafkaConsumer> c(RdKafka::KafkaConsumer::create(conf.get(), err));
+  REQUIRE(c != nullptr);
+  std::vector<RdKafka::TopicPartition*> tps;
+  for (int p = 0; p < partitions; ++p) {
+    tps.push_back(RdKafka::TopicPartition::create(topic, p, RdKafka::Topic::OFFSET_BEGINNING));
+  }
+  REQUIRE(c->assign(tps) == RdKafka::ERR_NO_ERROR);
+  RdKafka::TopicPartition::destroy(tps);
+  std::vector<ReadMessage> out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (out.size() < expected && std::chrono::steady_clock::now() < deadline) {
+    std::unique_ptr<RdKafka::Message> m(c->consume(200));
+    if (m->err() != RdKafka::ERR_NO_ERROR) continue;
+    ReadMessage r;
+    if (m->key() != nullptr) r.key = *m->key();
+    r.value.assign(static_cast<const char*>(m->payload()), m->len());
+    if (m->headers() != nullptr) {
+      for (const RdKafka::Headers::Header& h : m->headers()->get_all()) {
+        r.headers.emplace(h.key(), std::string(static_cast<const char*>(h.value()), h.value_size()));
+      }
+    }
+    out.push_back(std::move(r));
+  }
+  c->close();
+  return out;
+}
+
+TEST_CASE("kafka: the outbox publishes dead letters and outcomes, each with its seq") {
+  // Proves interfaces.md output topics: malformed messages arrive on the DLQ with
+  // their original key and value and their reason and source position; one
+  // outcome per applied event, keyed by customer; every message has loyalty-seq.
+  auto cluster = MockCluster::Start(1);
+  REQUIRE(cluster.ok());
+  const std::string brokers = (*cluster)->bootstrap_servers();
+  REQUIRE((*cluster)->CreateTopic("in", 3).ok());
+  REQUIRE((*cluster)->CreateTopic(kDeadLetterTopic, 1).ok());
+  REQUIRE((*cluster)->CreateTopic(kOutcomesTopic, 3).ok());
+  auto producer = KafkaProducer::Create(brokers, {});
+  REQUIRE(producer.ok());
+  ProduceOptions gen;
+  gen.customers = 100;
+  gen.events = 1500;
+  gen.seed = 21;
+  gen.malformed_share = 0.05;
+  gen.start_unix_seconds = testing::T("2025-01-01T00:00:00Z");
+  GenerateStream(gen, [&](std::string_view key, std::string_view value) {
+    REQUIRE((*producer)->Send("in", key, value).ok());
+    return true;
+  });
+  REQUIRE((*producer)->Flush(10000).ok());
+
+  LedgerHarness h;
+  auto source = KafkaSource::Create(Options(brokers, "in"), &h.log(),
+                                    [&](const auto& batch) { return h.Ingest(batch).status(); });
+  REQUIRE(source.ok());
+  ConsumeAll(**source, h.log(), 1500);
+  size_t dead = 0, applied = 0;
+  REQUIRE(h.log().Scan(1, UINT64_MAX, [&](uint64_t, std::string_view, std::string_view bytes,
+                                         std::string_view) {
+              v1::LogRecord r;
+              REQUIRE(r.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
+              dead += r.has_dead_letter();
+              applied += r.has_applied();
+              return absl::OkStatus();
+            }).ok());
+  REQUIRE(dead > 30);
+
+  OutboxOptions options;
+  options.brokers = brokers;
+  auto outbox = Outbox::Start(options, &h.log());
+  REQUIRE(outbox.ok());
+  for (int i = 0; i < 300 && (*outbox)->cursor() < h.log().head().seq; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE((*outbox)->cursor() == h.log().head().seq);
+  (*outbox)->Stop();
+
+  auto dlq = ReadTopic(brokers, kDeadLetterTopic, 1, dead);
+  REQUIRE(dlq.size() == dead);
+  std::set<std::string> seqs;
+  for (const ReadMessage& m : dlq) {
+    CHECK_FALSE(m.Header("loyalty-reason").empty());
+    CHECK(m.Header("loyalty-source-topic") == "in");
+    CHECK_FALSE(m.Header("loyalty-source-offset").empty());
+    auto record = h.log().Read(std::stoull(m.Header("loyalty-seq")));
+    REQUIRE(record.ok());
+    REQUIRE(record->has_dead_letter());
+    CHECK(m.value == record->raw());
+    CHECK(m.Header("loyalty-reason") == v1::DeadLetterReason_Name(record->dead_letter().reason()));
+    CHECK(seqs.insert(m.Header("loyalty-seq")).second);
+  }
+  auto outcomes = ReadTopic(brokers, kOutcomesTopic, 3, applied);
+  REQUIRE(outcomes.size() == applied);
+  for (const ReadMessage& m : outcomes) {
+    v1::OutcomeMessage o;
+    REQUIRE(google::protobuf::util::JsonStringToMessage(m.value, &o).ok());
+    CHECK(m.key == o.customer_id());
+    CHECK(std::to_string(o.seq()) == m.Header("loyalty-seq"));
+    CHECK(seqs.insert(m.Header("loyalty-seq")).second);
+  }
 }
 
 }  // namespace

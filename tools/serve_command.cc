@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "consumers/kafka_source.h"
 #include "consumers/mock_cluster.h"
+#include "consumers/outbox.h"
 #include "engine/ingestor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -176,6 +177,7 @@ int RunServe(const ServeArgs& args) {
   }
   Ingestor ingestor(log->get(), RealClock(), projector->get());
   std::unique_ptr<IngestLoop> loop;
+  std::unique_ptr<Outbox> outbox;
   if (!brokers.empty()) {
     KafkaSourceOptions kafka;
     kafka.brokers = brokers;
@@ -212,16 +214,29 @@ int RunServe(const ServeArgs& args) {
     auto source = KafkaSource::Create(kafka, log->get(), sink);
     if (!source.ok()) return Fail(std::string(source.status().message()));
     loop = std::make_unique<IngestLoop>(std::move(*source), &metrics);
+    OutboxOptions outbox_options;
+    outbox_options.brokers = brokers;
+    outbox_options.config = kafka.config;
+    auto started = Outbox::Start(outbox_options, log->get());
+    if (!started.ok()) return Fail(std::string(started.status().message()));
+    outbox = std::move(*started);
   }
   QueryService service(log->get(), RealClock(),
                        std::make_shared<Rules>((*projector)->rules()));
   const EventLog* log_ptr = log->get();
   IngestLoop* loop_ptr = loop.get();
+  Outbox* outbox_ptr = outbox.get();
   Metrics* metrics_ptr = &metrics;
-  auto health = [log_ptr, loop_ptr, metrics_ptr]() -> absl::Status {
+  auto health = [log_ptr, loop_ptr, outbox_ptr, metrics_ptr]() -> absl::Status {
     auto snap = log_ptr->TakeSnapshot();  // the store answers
     if (!snap.ok()) return snap.status();
     metrics_ptr->Gauge("loyalty_log_bytes") = static_cast<int64_t>(log_ptr->ApproximateBytes());
+    if (outbox_ptr != nullptr) {
+      metrics_ptr->Gauge("loyalty_outbox_cursor") = static_cast<int64_t>(outbox_ptr->cursor());
+      if (absl::Status s = outbox_ptr->health(); !s.ok()) {
+        return absl::UnavailableError(absl::StrCat("publishing is failing: ", s.message()));
+      }
+    }
     return loop_ptr != nullptr ? loop_ptr->health() : absl::OkStatus();
   };
   auto http_server = HttpServer::Start(&service, &metrics, health, http);
@@ -242,6 +257,7 @@ int RunServe(const ServeArgs& args) {
   sigwait(&stop, &signal_number);
   std::fprintf(stderr, "loyalty serve: signal %d, stopping\n", signal_number);
   if (loop != nullptr) loop->Stop();  // finishes its batch, leaves the group
+  if (outbox != nullptr) outbox->Stop();  // the rest is published after a restart
   (*grpc_server)->Stop();
   (*http_server)->Stop();
   return 0;

@@ -1,0 +1,794 @@
+#!/usr/bin/env python3
+"""Drive the engine as a user does and compare it with the independent model.
+
+  model_test.py LOYALTY_BINARY [--quick] [--seeds N] [--keep]
+
+For each seed: generate a random scenario (JSON lines, edges on purpose), feed it to the
+model, `loyalty ingest` it into a fresh data directory, start `loyalty serve`, ask the
+HTTP API for balance / tier / churn of every customer at many as_of and for event
+outcomes, and compare field by field. Exits 1 on any mismatch. Last line:
+`model: N passed, M failed`.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model as M  # noqa: E402
+
+DAY = M.DAY
+YEAR = M.YEAR
+EPOCH0 = 1672531200  # 2023-01-01T00:00:00Z
+FAR_FUTURE = 4102444800  # 2100-01-01
+
+
+def iso(secs, frac=""):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + frac + "Z"
+
+
+# ---------------------------------------------------------------- serialization
+
+CAMEL = {"event_id": "eventId", "customer_id": "customerId", "occurred_at": "occurredAt",
+         "order_id": "orderId", "amount_minor": "amountMinor", "referrer_id": "referrerId",
+         "referee_id": "refereeId", "redemption_id": "redemptionId", "reward_id": "rewardId",
+         "redemption_cancel": "redemptionCancel"}
+
+
+class Ev:
+    """A structured event the generator builds; `raw` overrides serialization."""
+
+    def __init__(self, eid, cid, t, kind, body, source="model", frac=""):
+        self.eid, self.cid, self.t, self.kind, self.body = eid, cid, t, kind, body
+        self.source, self.frac = source, frac
+
+    def copy(self):
+        e = Ev(self.eid, self.cid, self.t, self.kind, json.loads(json.dumps(self.body)),
+               self.source, self.frac)
+        return e
+
+
+def serialize(ev, rng, style=None, drop=(), extra=None, ts_text=None):
+    """Proto3 JSON with a random spelling: names, int64 as string or number, order, unknowns."""
+    style = style or {}
+    snake = style.get("snake", rng.random() < 0.25)
+    strint = style.get("strint", rng.random() < 0.3)
+
+    def name(n):
+        return n if snake else CAMEL.get(n, n)
+
+    def val(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return v
+        return str(v) if strint else v
+
+    def obj(d):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out[name(k)] = obj(v)
+            elif isinstance(v, list):
+                out[name(k)] = [obj(x) if isinstance(x, dict) else val(x) for x in v]
+            else:
+                out[name(k)] = val(v)
+        return out
+
+    top = {}
+    if "event_id" not in drop:
+        top["event_id"] = ev.eid
+    if "customer_id" not in drop:
+        top["customer_id"] = ev.cid
+    if "occurred_at" not in drop:
+        top["occurred_at"] = ts_text if ts_text is not None else iso(ev.t, ev.frac)
+    if ev.source or rng.random() < 0.5:
+        top["source"] = ev.source
+    if ev.kind is not None and "payload" not in drop:
+        top[ev.kind] = ev.body
+    d = obj(top)
+    if extra:
+        d.update(extra)
+    if rng.random() < 0.1:
+        d["someFutureField"] = {"x": 1}
+    items = list(d.items())
+    if rng.random() < 0.3:
+        rng.shuffle(items)
+    return json.dumps(dict(items), ensure_ascii=rng.random() < 0.5, separators=(",", ":")
+                      if rng.random() < 0.5 else (", ", ": ")).encode("utf-8")
+
+
+# ---------------------------------------------------------------- the scenario
+
+
+class Scenario:
+    def __init__(self, seed, n_events, now):
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.now = now
+        self.model = M.Model(now)
+        self.lines = []
+        self.events = []  # (Ev, raw) of every structured line, for resends
+        self.n = 0
+        self.cursor = EPOCH0 + self.rng.randrange(0, 30 * DAY)
+        self.active = []
+        self.all_ids = []
+        self.next_cust = 0
+        self.dead_only = []
+        self.super_referrer = f"s{seed}-super"
+        self.runner = f"s{seed}-runner"  # a referrer whose clock runs ahead
+        for _ in range(6):
+            self.new_customer()
+        self.active.append(self.runner)
+        self.all_ids.append(self.runner)
+        self.n_events = n_events
+
+    def new_customer(self):
+        self.next_cust += 1
+        cid = f"c{self.seed}-{self.next_cust}"
+        self.active.append(cid)
+        self.all_ids.append(cid)
+        return cid
+
+    def eid(self):
+        self.n += 1
+        return f"e{self.seed}-{self.n}"
+
+    def c(self, cid):
+        return self.model.customers.get(cid)
+
+    def emit_raw(self, raw, ev=None):
+        self.lines.append(raw)
+        out = self.model.feed(raw)
+        if ev is not None:
+            self.events.append((ev, raw))
+        return out
+
+    def emit(self, ev, **kw):
+        return self.emit_raw(serialize(ev, self.rng, **kw), ev)
+
+    def when(self, cid, late_ok=True):
+        r = self.rng.random()
+        base = self.cursor
+        if late_ok and r < 0.12:
+            return base - self.rng.randrange(1, 40 * DAY)  # late: behind the clock
+        if r < 0.2:
+            return base  # same second as others
+        return base + self.rng.randrange(0, 3 * DAY)
+
+    # -- builders
+    def purchase(self, cid, t, amount=None, order_id=None, currency="EUR", lines=None):
+        rng = self.rng
+        if amount is None:
+            amount = rng.choice([rng.randrange(1, 2000), rng.randrange(1999, 2002),
+                                 rng.randrange(2000, 20000), rng.randrange(20000, 120000),
+                                 rng.randrange(100000, 400000), 99, 100, 101, 150, 79])
+        if order_id is None:
+            order_id = f"o{self.n}-{rng.randrange(1000)}"
+        body = {"order_id": order_id, "amount_minor": amount, "currency": currency}
+        if lines is None and rng.random() < 0.4:
+            k = rng.randrange(1, 5)
+            cuts = sorted(rng.randrange(0, amount + 1) for _ in range(k - 1))
+            parts = [b - a for a, b in zip([0] + cuts, cuts + [amount])]
+            lines = [{"sku": f"sku-{rng.randrange(50)}",
+                      "category": rng.choice(["food", "gift_card", "gift_card", "tools", "",
+                                              "Gift_Card", "books"]),
+                      "amount_minor": p, "quantity": rng.randrange(1, 4)} for p in parts]
+        if lines:
+            body["lines"] = lines
+        return Ev(self.eid(), cid, t, "purchase", body)
+
+    def orders_of(self, cid):
+        c = self.c(cid)
+        return list(c.order_list) if c else []
+
+    def step(self):
+        rng = self.rng
+        self.cursor += rng.choice([0, 60, 3600, rng.randrange(0, DAY), rng.randrange(0, 4 * DAY)])
+        if rng.random() < 0.04 and len(self.active) < 14:
+            cid = self.new_customer()
+            self.new_referee(cid)
+            return
+        if rng.random() < 0.01 and len(self.active) > 6:
+            self.active.remove(rng.choice(self.active[:-1]))  # goes quiet: churn, expiry
+        r = rng.random()
+        cid = rng.choice(self.active)
+        if r < 0.30:
+            self.do_purchase(cid)
+        elif r < 0.42:
+            self.do_refund(cid)
+        elif r < 0.46:
+            self.do_referral(cid)
+        elif r < 0.58:
+            self.do_redemption(cid)
+        elif r < 0.64:
+            self.do_cancel(cid)
+        elif r < 0.70:
+            self.do_adjustment(cid)
+        elif r < 0.78:
+            self.do_malformed(cid)
+        elif r < 0.84:
+            self.do_resend()
+        elif r < 0.86:
+            self.do_conflict()
+        elif r < 0.88:
+            # the runner's clock runs ahead of everyone
+            self.emit(self.purchase(self.runner, self.cursor + rng.randrange(10 * DAY, 80 * DAY)))
+        else:
+            self.do_purchase(cid)
+
+    def new_referee(self, cid):
+        rng = self.rng
+        referrer = self.super_referrer if rng.random() < 0.6 else rng.choice(
+            [self.runner] + self.active[:-1])
+        t0 = self.cursor
+        self.emit(Ev(self.eid(), cid, t0, "referral", {"referrer_id": referrer, "referee_id": cid}))
+        t_ref = self.c(cid).clock
+        if rng.random() < 0.2:  # ALREADY_REFERRED
+            self.emit(Ev(self.eid(), cid, t0 + rng.randrange(0, DAY), "referral",
+                         {"referrer_id": rng.choice(self.active), "referee_id": cid}))
+        r = rng.random()
+        if r < 0.15:
+            return  # decided later by the random walk, if ever
+        if r < 0.25:
+            tp = t_ref + 90 * DAY + rng.choice([0, 1])
+        else:
+            tp = t_ref + rng.randrange(0, 30 * DAY)
+        amount = rng.choice([1999, 2000, 2001, 5000, 30000, 800, 120000])
+        self.emit(self.purchase(cid, tp, amount=amount))
+        # sometimes a full refund around the 14-day claw-back boundary
+        if rng.random() < 0.4:
+            o = self.orders_of(cid)
+            if o:
+                o = o[0]
+                t = o.t + rng.choice([0, 3600, 14 * DAY - 1, 14 * DAY, 13 * DAY])
+                if rng.random() < 0.3:
+                    half = o.amount // 2
+                    if half > 0:
+                        self.emit(Ev(self.eid(), cid, t, "refund",
+                                     {"order_id": o.order_id, "amount_minor": half}))
+                    self.emit(Ev(self.eid(), cid, t, "refund",
+                                 {"order_id": o.order_id, "amount_minor": o.amount - half}))
+                else:
+                    self.emit(Ev(self.eid(), cid, t, "refund",
+                                 {"order_id": o.order_id, "amount_minor": o.amount}))
+
+    def do_purchase(self, cid):
+        rng = self.rng
+        t = self.when(cid)
+        r = rng.random()
+        if r < 0.04 and self.orders_of(cid):
+            o = rng.choice(self.orders_of(cid))
+            self.emit(self.purchase(cid, t, order_id=o.order_id))  # DUPLICATE_ORDER
+        elif r < 0.07:
+            self.emit(self.purchase(cid, t, currency=rng.choice(["USD", "eur", "GBP"])))
+        else:
+            self.emit(self.purchase(cid, t))
+
+    def do_refund(self, cid):
+        rng = self.rng
+        orders = self.orders_of(cid)
+        if not orders or rng.random() < 0.05:
+            self.emit(Ev(self.eid(), cid, self.when(cid), "refund",
+                         {"order_id": f"nope-{rng.randrange(99)}", "amount_minor": 100}))
+            return
+        o = rng.choice(orders[-8:] if rng.random() < 0.7 else orders)
+        left = o.amount - o.refunded
+        r = rng.random()
+        if r < 0.3:
+            amt = left
+        elif r < 0.4:
+            amt = left + rng.randrange(1, 100)  # exceeds
+        else:
+            amt = rng.randrange(1, max(2, left + 1))
+        if amt <= 0:
+            amt = 1
+        r = rng.random()
+        if r < 0.12:
+            t = o.t + YEAR + rng.choice([-1, 0, 1])
+        elif r < 0.2:
+            t = o.t + 14 * DAY + rng.choice([-1, 0])
+        else:
+            t = self.when(cid)
+        self.emit(Ev(self.eid(), cid, t, "refund", {"order_id": o.order_id, "amount_minor": amt}))
+
+    def do_referral(self, cid):
+        rng = self.rng
+        r = rng.random()
+        if r < 0.3:
+            referrer = cid  # self
+        else:
+            referrer = rng.choice(self.active + [self.super_referrer])
+        self.emit(Ev(self.eid(), cid, self.when(cid), "referral",
+                     {"referrer_id": referrer, "referee_id": cid}))
+
+    def do_redemption(self, cid):
+        rng = self.rng
+        c = self.c(cid)
+        t = self.when(cid)
+        avail = c.available_at_t(max(t, c.clock)) if c and c.clock is not None else 0
+        r = rng.random()
+        if r < 0.1 and c and c.redemption_ids:
+            rid = rng.choice(sorted(c.redemption_ids))
+        else:
+            rid = f"r{self.n}"
+        if avail > 0 and rng.random() < 0.75:
+            pts = rng.choice([avail, max(1, avail // 2), rng.randrange(1, avail + 1), avail + 1])
+        else:
+            pts = rng.randrange(1, 400)
+        body = {"redemption_id": rid, "points": pts, "reward_id": f"rw-{rng.randrange(9)}"}
+        if rng.random() < 0.2:
+            del body["reward_id"]
+        self.emit(Ev(self.eid(), cid, t, "redemption", body))
+
+    def do_cancel(self, cid):
+        rng = self.rng
+        c = self.c(cid)
+        if not c or not c.redemptions or rng.random() < 0.1:
+            self.emit(Ev(self.eid(), cid, self.when(cid), "redemption_cancel",
+                         {"redemption_id": f"r-unknown-{rng.randrange(9)}"}))
+            return
+        rid = rng.choice(sorted(c.redemptions))
+        red = c.redemptions[rid]
+        r = rng.random()
+        cands = [red["t"] + 90 * DAY - 1, red["t"] + 90 * DAY]
+        for (lot_id, _p) in red["portions"]:
+            ex = c.lot(lot_id).expires_at
+            if ex < red["t"] + 90 * DAY:
+                cands += [ex - 1, ex]
+        if r < 0.5:
+            t = rng.choice(cands)
+        else:
+            t = self.when(cid)
+        self.emit(Ev(self.eid(), cid, t, "redemption_cancel", {"redemption_id": rid}))
+
+    def do_adjustment(self, cid):
+        rng = self.rng
+        pts = rng.choice([rng.randrange(1, 500), -rng.randrange(1, 800), -rng.randrange(1, 50)])
+        self.emit(Ev(self.eid(), cid, self.when(cid), "adjustment",
+                     {"points": pts, "reason": "goodwill", "actor": "agent-7"}))
+
+    def do_resend(self):
+        if not self.events:
+            return
+        ev, raw = self.rng.choice(self.events[-200:])
+        self.emit(ev.copy())  # a fresh spelling of the same content
+
+    def do_conflict(self):
+        if not self.events:
+            return
+        ev, raw = self.rng.choice(self.events[-200:])
+        e = ev.copy()
+        r = self.rng.random()
+        if r < 0.5:
+            e.t += 1
+        elif r < 0.7:
+            e.source = "other"
+        else:
+            e.frac = ".5"  # a different Timestamp, same second
+        self.emit(e)
+
+    def do_malformed(self, cid):
+        rng = self.rng
+        t = self.when(cid)
+        if rng.random() < 0.2:
+            cid = f"ghost{self.seed}-{rng.randrange(5)}"  # dead letters only: unknown
+            self.dead_only.append(cid)
+        base = self.purchase(cid, t, amount=rng.randrange(100, 5000))
+        k = rng.randrange(24)
+        long_id = "x" * 129
+        mb_long = "\u00e9" * 65  # 65 characters, 130 bytes
+        ok128 = "y" * 128
+        if k == 0:
+            self.emit_raw(serialize(base, rng)[:-7])
+        elif k == 1:
+            self.emit_raw(serialize(base, rng, extra={"customerId": 12345}))
+        elif k == 2:
+            base.body["amount_minor"] = rng.choice([True, "12a", 1.5])
+            self.emit_raw(serialize(base, rng, style={"snake": False, "strint": False}))
+        elif k == 3:
+            self.emit_raw(serialize(base, rng, ts_text=rng.choice(
+                ["2024-02-30T00:00:00Z", "yesterday", "2024-01-01 00:00:00", "2024-01-01T25:00:00Z"])))
+        elif k == 4:
+            self.emit(base, drop=(rng.choice(["event_id", "customer_id", "occurred_at", "payload"]),))
+        elif k == 5:
+            base.body[rng.choice(["order_id", "currency"])] = ""
+            self.emit(base)
+        elif k == 6:
+            which = rng.choice(["eid", "cid", "order", "sku"])
+            if which == "eid":
+                base.eid = rng.choice([long_id, mb_long])
+            elif which == "cid":
+                base.cid = rng.choice([long_id, mb_long])
+            elif which == "order":
+                base.body["order_id"] = rng.choice([long_id, mb_long])
+            else:
+                base.body["lines"] = [{"sku": long_id, "category": "x",
+                                       "amount_minor": base.body["amount_minor"], "quantity": 1}]
+            self.emit(base)
+        elif k == 7:
+            base.body["amount_minor"] = rng.choice([0, -5])
+            base.body.pop("lines", None)
+            self.emit(base)
+        elif k == 8:
+            base.body["lines"] = [{"sku": "a", "category": "x", "amount_minor": -1, "quantity": 1},
+                                  {"sku": "b", "category": "x",
+                                   "amount_minor": base.body["amount_minor"] + 1, "quantity": 1}]
+            self.emit(base)
+        elif k == 9:
+            base.body["lines"] = [{"sku": "a", "category": "x",
+                                   "amount_minor": base.body["amount_minor"] - 1, "quantity": 1}]
+            self.emit(base)
+        elif k == 10:
+            self.emit(Ev(self.eid(), cid, t, "referral",
+                         {"referrer_id": self.super_referrer, "referee_id": cid + "-other"}))
+        elif k == 11:
+            self.emit(Ev(self.eid(), cid, int(self.now) + 25 * 3600 + rng.randrange(0, 400 * DAY),
+                         "adjustment", {"points": 5, "reason": "r", "actor": "a"}))
+        elif k == 12:
+            self.emit(Ev(self.eid(), cid, t, "redemption",
+                         {"redemption_id": "r", "points": rng.choice([0, -3]), "reward_id": "w"}))
+        elif k == 13:
+            self.emit(Ev(self.eid(), cid, t, "adjustment", {"reason": "nothing", "actor": "a"}))
+        elif k == 14:
+            self.emit(Ev(self.eid(), cid, t, rng.choice(["redemption", "redemption_cancel"]),
+                         {"redemption_id": ""}))
+        elif k == 15:
+            self.emit(Ev(self.eid(), cid, t, "referral", {"referrer_id": "", "referee_id": cid}))
+        elif k == 16:
+            # oversize: raw bytes over 64 KiB, or exactly 64 KiB (fine)
+            raw = serialize(base, rng, style={"snake": False, "strint": False})
+            target = M.MAX_RAW + rng.choice([0, 1, 5000])
+            pad = target - len(raw) - len(',"padding":""')
+            raw = raw[:-1] + b',"padding":"' + b"p" * pad + b'"}'
+            assert len(raw) == target
+            self.emit_raw(raw, base)
+        elif k == 17:
+            # ids of exactly 128 bytes are fine
+            base.eid = f"e{self.seed}-{self.n}-" + "z" * (128 - len(f"e{self.seed}-{self.n}-"))
+            base.body["order_id"] = ok128
+            self.emit(base)
+        elif k == 18:
+            # a dead letter, then its corrected resend under the same event_id
+            bad = base.copy()
+            bad.body["amount_minor"] = 0
+            bad.body.pop("lines", None)
+            self.emit(bad)
+            self.emit(base)
+        elif k == 19:
+            self.emit(Ev(self.eid(), cid, t, "redemption",
+                         {"redemption_id": "r-x", "points": 1, "reward_id": long_id}))
+        elif k == 20:
+            self.emit(Ev(self.eid(), cid, int(self.now) + 23 * 3600, "adjustment",
+                         {"points": 7, "reason": "soon", "actor": "a"}))
+        elif k == 21:
+            self.emit_raw(b'["not", "an", "object"]')
+        elif k == 22:
+            self.emit_raw(serialize(base, rng, extra={"refund": {"orderId": "o", "amountMinor": 1}}))
+        else:
+            self.emit(Ev(self.eid(), cid, t, "referral",
+                         {"referrer_id": long_id, "referee_id": cid}))
+
+    def build(self):
+        while len(self.lines) < self.n_events:
+            self.step()
+        # the super referrer: more than 10 qualifying referrals within a year
+        for _ in range(12):
+            self.cursor += self.rng.randrange(0, 5 * DAY)
+            cid = self.new_customer()
+            self.emit(Ev(self.eid(), cid, self.cursor, "referral",
+                         {"referrer_id": self.super_referrer, "referee_id": cid}))
+            self.emit(self.purchase(cid, self.cursor + 3600, amount=2500, lines=[]))
+        return self
+
+
+# ---------------------------------------------------------------- the engine
+
+
+class Engine:
+    def __init__(self, binary, data_dir):
+        self.binary, self.data_dir = binary, data_dir
+        self.proc = None
+        self.port = None
+
+    def ingest(self, path):
+        p = subprocess.run([self.binary, "ingest", "--data-dir", self.data_dir, "--no-sync", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+        if p.returncode != 0:
+            raise RuntimeError(f"ingest failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
+        return p.stdout.decode()
+
+    def serve(self):
+        self.log = open(os.path.join(os.path.dirname(self.data_dir), "serve.log"), "wb+")
+        self.proc = subprocess.Popen([self.binary, "serve", "--data-dir", self.data_dir,
+                                      "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self.log)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            self.log.seek(0)
+            m = re.search(rb"HTTP on [^:\s]+:(\d+)", self.log.read())
+            if m:
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.log.seek(0)
+        raise RuntimeError("serve did not start: " + self.log.read().decode()[-2000:])
+
+    def get(self, path):
+        # One connection per request: a kept-alive connection to `serve` stalls ~40 ms per
+        # request (small writes without TCP_NODELAY against the client's delayed ACK).
+        for attempt in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                conn.request("GET", path, headers={"Connection": "close"})
+                r = conn.getresponse()
+                body = r.read()
+                return r.status, (json.loads(body) if body else None)
+            except (http.client.HTTPException, ConnectionError, OSError):
+                if attempt == 2:
+                    raise
+                time.sleep(0.1)
+            finally:
+                conn.close()
+        raise AssertionError
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def ts_of(v):
+    if v is None:
+        return None
+    return M.parse_timestamp(v)[0]
+
+
+def intv(v):
+    return None if v is None else int(v)
+
+
+class Checker:
+    def __init__(self, seed, verbose_limit=60):
+        self.seed = seed
+        self.passed = 0
+        self.failed = 0
+        self.printed = 0
+        self.limit = verbose_limit
+        self.kinds = {}
+
+    def report(self, who, T, field, engine, model):
+        self.kinds[field] = self.kinds.get(field, 0) + 1
+        if self.printed < self.limit:
+            print(f"MISMATCH seed={self.seed} {who} as_of={T if T is None else iso(T)} "
+                  f"{field}: engine={engine!r} model={model!r}")
+            self.printed += 1
+
+    def answer(self, ok):
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+
+
+def compare_customer(eng, mod, chk, cid, T):
+    q = "?as_of=" + urllib.parse.quote(iso(T))
+    base = "/v1/customers/" + urllib.parse.quote(cid, safe="")
+    too_long = len(cid.encode()) > M.MAX_ID
+    for route in ("balance", "tier", "churn"):
+        status, body = eng.get(base + "/" + route + q)
+        want = getattr(mod, route)(cid, T)
+        ok = True
+        if too_long:
+            if status != 400:
+                chk.report(cid, T, route + ".http", status, 400)
+                ok = False
+            chk.answer(ok)
+            continue
+        if want is None:
+            if status != 404:
+                chk.report(cid, T, route + ".http", status, 404)
+                ok = False
+            chk.answer(ok)
+            continue
+        if status != 200:
+            chk.report(cid, T, route + ".http", status, 200)
+            chk.answer(False)
+            continue
+        if ts_of(body.get("asOf")) != T:
+            chk.report(cid, T, route + ".asOf", body.get("asOf"), iso(T))
+            ok = False
+        if route == "balance":
+            for f in ("available", "pending", "earned", "redeemed", "reversed", "adjustedOut",
+                      "expired", "debt"):
+                if intv(body.get(f)) != want[f]:
+                    chk.report(cid, T, "balance." + f, body.get(f), want[f])
+                    ok = False
+            got = [(int(x.get("points", 0)), ts_of(x.get("expiresAt"))) for x in
+                   body.get("expiringSoon", [])]
+            exp = [(x["points"], x["expiresAt"]) for x in want["expiringSoon"]]
+            if sorted(got) != sorted(exp) or [g[1] for g in got] != sorted(g[1] for g in got):
+                chk.report(cid, T, "balance.expiringSoon", got, exp)
+                ok = False
+            e = {f: intv(body.get(f)) or 0 for f in ("earned", "available", "pending", "redeemed",
+                                                     "reversed", "adjustedOut", "expired")}
+            if e["earned"] != (e["available"] + e["pending"] + e["redeemed"] + e["reversed"] +
+                               e["adjustedOut"] + e["expired"]):
+                chk.report(cid, T, "balance.CONSERVATION", e, "earned = sum")
+                ok = False
+        elif route == "tier":
+            checks = [("tier", body.get("tier", "BRONZE"), want["tier"]),
+                      ("rollingSpendMinor", intv(body.get("rollingSpendMinor")), want["rollingSpendMinor"]),
+                      ("validUntil", ts_of(body.get("validUntil")), want["validUntil"]),
+                      ("nextTier", body.get("nextTier"), want["nextTier"]),
+                      ("spendToNextTierMinor", intv(body.get("spendToNextTierMinor")),
+                       want["spendToNextTierMinor"])]
+            for f, g, w in checks:
+                if g != w:
+                    chk.report(cid, T, "tier." + f, g, w)
+                    ok = False
+        else:
+            checks = [("riskLevel", body.get("riskLevel", "NEW"), want["riskLevel"]),
+                      ("lastPurchaseAt", ts_of(body.get("lastPurchaseAt")), want["lastPurchaseAt"]),
+                      ("daysSinceLastPurchase", intv(body.get("daysSinceLastPurchase")),
+                       want["daysSinceLastPurchase"]),
+                      ("expectedIntervalSeconds", intv(body.get("expectedIntervalSeconds")),
+                       want["expectedIntervalSeconds"]),
+                      ("purchases365d", intv(body.get("purchases365d")), want["purchases365d"]),
+                      ("spend365dMinor", intv(body.get("spend365dMinor")), want["spend365dMinor"])]
+            for f, g, w in checks:
+                if g != w:
+                    chk.report(cid, T, "churn." + f, g, w)
+                    ok = False
+            g, w = body.get("recencyRatio"), want["recencyRatio"]
+            if (g is None) != (w is None) or (w is not None and abs(g - w) > 1e-9 * max(1, abs(w))):
+                chk.report(cid, T, "churn.recencyRatio", g, w)
+                ok = False
+        chk.answer(ok)
+
+
+def compare_event(eng, mod, chk, eid):
+    status, body = eng.get("/v1/events/" + urllib.parse.quote(eid, safe=""))
+    want = mod.event_status(eid)
+    ok = True
+    if len(eid.encode()) > M.MAX_ID:
+        if status != 400:
+            chk.report("event " + eid[:20], None, "event.http", status, 400)
+            ok = False
+        chk.answer(ok)
+        return
+    if status != 200:
+        chk.report("event " + eid, None, "event.http", status, 200)
+        chk.answer(False)
+        return
+    state = body.get("state", "EVENT_STATE_UNKNOWN")
+    if state != want["state"]:
+        chk.report("event " + eid, None, "event.state", state, want["state"])
+        ok = False
+    elif state == "EVENT_REJECTED" and body.get("rejectReason") not in want["reasons"]:
+        chk.report("event " + eid, None, "event.rejectReason", body.get("rejectReason"),
+                   want["reasons"])
+        ok = False
+    elif state == "EVENT_DEAD_LETTERED" and body.get("deadLetterReason") not in want["reasons"]:
+        chk.report("event " + eid, None, "event.deadLetterReason", body.get("deadLetterReason"),
+                   want["reasons"])
+        ok = False
+    if ok and want["t"] is not None and ts_of(body.get("effectiveAt")) != want["t"]:
+        chk.report("event " + eid, None, "event.effectiveAt", body.get("effectiveAt"),
+                   iso(want["t"]))
+        ok = False
+    chk.answer(ok)
+
+
+def as_of_set(sc, cid, rng, per_customer):
+    mod = sc.model
+    c = mod.customers.get(cid)
+    ts = set()
+    if c is not None and c.snap_times:
+        first = c.snap_times[0]
+        ts.update((first - 1, first - DAY, first))
+        cand = sorted(mod.interesting_times(cid))
+        if len(cand) > per_customer:
+            cand = rng.sample(cand, per_customer)
+        ts.update(cand)
+    ts.update((FAR_FUTURE, int(sc.now), sc.cursor))
+    return sorted(t for t in ts if t > 0)
+
+
+def run_seed(binary, seed, n_events, per_customer, workdir, keep):
+    now = int(time.time())
+    sc = Scenario(seed, n_events, now).build()
+    d = tempfile.mkdtemp(prefix=f"model-{seed}-", dir=workdir)
+    path = os.path.join(d, "events.jsonl")
+    with open(path, "wb") as f:
+        for line in sc.lines:
+            f.write(line + b"\n")
+    chk = Checker(seed)
+    eng = Engine(binary, os.path.join(d, "data"))
+    try:
+        out = eng.ingest(path)
+        last = out.strip().splitlines()[-1]
+        m = re.match(r"appended (\d+), duplicate (\d+), dead-lettered (\d+)", last)
+        cnt = sc.model.counts
+        want = (cnt["appended"], cnt["duplicate"], cnt["dead"])
+        got = tuple(int(x) for x in m.groups()) if m else last
+        if got != want:
+            chk.report("ingest", None, "summary(appended,duplicate,dead)", got, want)
+        chk.answer(got == want)
+        eng.serve()
+        rng = random.Random(seed * 7919)
+        ids = sorted(set(sc.model.customers) | set(sc.dead_only)) + [f"never-{seed}", "x" * 129]
+        for cid in ids:
+            for T in as_of_set(sc, cid, rng, per_customer):
+                compare_customer(eng, sc.model, chk, cid, T)
+        eids = set()
+        for (ev, _raw) in sc.events:
+            if ev.eid:
+                eids.add(ev.eid)
+        eids = sorted(eids)
+        for eid in eids:
+            compare_event(eng, sc.model, chk, eid)
+    finally:
+        eng.stop()
+        if not keep:
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            print(f"seed {seed}: kept {d}")
+    print(f"seed {seed}: {len(sc.lines)} lines, {len(sc.model.customers)} customers, "
+          f"counts {sc.model.counts}; {chk.passed} passed, {chk.failed} failed"
+          + (f" {chk.kinds}" if chk.kinds else ""))
+    return chk
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        seeds, n_events, per_customer = args.seeds or 2, 400, 12
+    else:
+        seeds, n_events, per_customer = args.seeds or 5, 1500, 30
+    workdir = tempfile.mkdtemp(prefix="loyalty-model-")
+    passed = failed = 0
+    try:
+        for i in range(seeds):
+            seed = args.first_seed + i
+            n = n_events if i % 2 == 0 else n_events // 3
+            chk = run_seed(args.binary, seed, n, per_customer, workdir, args.keep)
+            passed += chk.passed
+            failed += chk.failed
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"model: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    def _term(signum, frame):
+        raise SystemExit(1)
+    signal.signal(signal.SIGTERM, _term)
+    sys.exit(main())

@@ -291,7 +291,7 @@ class Producer:
         self.errfile = open(errpath, "wb")
         self.errpath = errpath
         self.proc = spawn(
-            ["kcat", "-P", "-b", bootstrap, "-t", topic, "-K", KEY_DELIM,
+            ["kcat", "-P", "-E", "-b", bootstrap, "-t", topic, "-K", KEY_DELIM,
              "-X", "enable.idempotence=true", "-X", "linger.ms=5",
              "-X", "topic.metadata.refresh.interval.ms=1000",
              "-X", "message.timeout.ms=240000"],

@@ -33,6 +33,7 @@ REFERRER_CAP = 10
 CANCEL_WINDOW = 90 * DAY
 EXPIRING_SOON = 30 * DAY
 FUTURE_LIMIT = DAY
+AMOUNT_LIMIT = 10 ** 12
 
 
 class DeadLetter(Exception):
@@ -230,6 +231,12 @@ def validate(ev, now):
         ids.append(p["reward_id"])
     if k == "adjustment" and p["points"] == 0:
         r.add("ZERO_POINTS")
+    # The project's documented limits (docs/rules.md, "Cases the spec leaves open").
+    if k in ("purchase", "refund"):
+        if p["amount_minor"] > AMOUNT_LIMIT or any(l[2] > AMOUNT_LIMIT for l in p.get("lines", ())):
+            r.add("AMOUNT_TOO_LARGE")
+    if k in ("redemption", "adjustment") and abs(p["points"]) > AMOUNT_LIMIT:
+        r.add("POINTS_TOO_LARGE")
     if any(len(i.encode("utf-8")) > MAX_ID for i in ids):
         r.add("ID_TOO_LONG")
     if ev["occurred_at"] is not None:
@@ -423,7 +430,7 @@ class Model:
         self.applied[eid] = key
         state, reason, t = self.apply(ev)
         self.counts[state] += 1
-        self.status[eid] = {"state": state, "reason": reason, "t": t}
+        self.status[eid] = {"state": state, "reason": reason, "t": t, "entries": self.entries}
         return (state, reason, eid)
 
     # ------------------------------------------------------------ the rules
@@ -432,9 +439,15 @@ class Model:
         t = c.advance(ev["occurred_at"][0])
         p = dict(ev["p"])
         k = ev["kind"]
+        self.entries = []  # (customer, kind, points, effective time) this event writes
         reason = getattr(self, "do_" + k)(c, t, p, ev)
+        if reason:
+            self.entry(c, "REJECTED", 0)
         c.snapshot()
         return ("rejected" if reason else "accepted"), reason, t
+
+    def entry(self, c, kind, points):
+        self.entries.append((c.cid, kind, points, c.clock))
 
     def do_purchase(self, c, t, p, ev):
         if p["currency"] != CURRENCY:
@@ -450,6 +463,7 @@ class Model:
         lot_id = None
         if pts > 0:
             lot_id = c.credit(pts, t + RETURN_WINDOW).id
+        self.entry(c, "PURCHASE", pts)
         o = Order(p["order_id"], t, p["amount_minor"], pts, lot_id, self.seq)
         c.orders[o.order_id] = o
         c.order_list.append(o)
@@ -461,6 +475,7 @@ class Model:
                 ref["order_id"] = o.order_id
                 ref["t_p"] = t
                 ref["referee_lot"] = c.credit(REFEREE_BONUS, t + RETURN_WINDOW).id
+                self.entry(c, "REFEREE_BONUS", REFEREE_BONUS)
                 rr = self.cust(ref["referrer"])
                 t_b = t if rr.clock is None else max(t, rr.clock)
                 recent = [x for x in rr.referrer_bonus_times if t_b - YEAR < x <= t_b]
@@ -470,9 +485,11 @@ class Model:
                     rr.advance(t_b)
                     ref["referrer_lot"] = rr.credit(REFERRER_BONUS, t_b + RETURN_WINDOW).id
                     rr.referrer_bonus_times.append(t_b)
+                    self.entry(rr, "REFERRER_BONUS", REFERRER_BONUS)
                     rr.snapshot()
             else:
                 ref["state"] = "unqualified"
+                self.entry(c, "REFERRAL_UNQUALIFIED", 0)
         return None
 
     def do_refund(self, c, t, p, ev):
@@ -490,16 +507,19 @@ class Model:
         if rev > 0:
             c.take(rev, t, o.lot_id)
             c.reversed += rev
+        self.entry(c, "REFUND", rev)
         ref = c.referral
         if (ref is not None and ref["state"] == "qualified" and ref["order_id"] == o.order_id
                 and o.refunded == o.amount and t < ref["t_p"] + RETURN_WINDOW):
             c.take(REFEREE_BONUS, t, ref["referee_lot"])
             c.reversed += REFEREE_BONUS
+            self.entry(c, "CLAWBACK", REFEREE_BONUS)
             if ref["referrer_lot"] is not None:
                 rr = self.cust(ref["referrer"])
                 rr.advance(t)
                 rr.take(REFERRER_BONUS, rr.clock, ref["referrer_lot"])
                 rr.reversed += REFERRER_BONUS
+                self.entry(rr, "CLAWBACK", REFERRER_BONUS)
                 rr.snapshot()
             ref["state"] = "clawed_back"
         return None
@@ -512,6 +532,7 @@ class Model:
         if c.referral is not None:
             return "ALREADY_REFERRED"
         c.referral = {"referrer": p["referrer_id"], "t_ref": t, "state": "open"}
+        self.entry(c, "REFERRAL_RECORDED", 0)
         return None
 
     def do_redemption(self, c, t, p, ev):
@@ -534,6 +555,7 @@ class Model:
                 portions.append((l.id, d))
         assert left == 0
         c.redeemed += pts
+        self.entry(c, "REDEMPTION", pts)
         c.redemptions[rid] = {"t": t, "portions": portions, "cancelled": False}
         return None
 
@@ -544,6 +566,7 @@ class Model:
         if t >= r["t"] + CANCEL_WINDOW:
             return "CANCEL_WINDOW_CLOSED"
         r["cancelled"] = True
+        self.entry(c, "REDEMPTION_CANCEL", sum(x for _l, x in r["portions"]))
         for (lot_id, pts) in r["portions"]:
             l = c.lot(lot_id)
             c.redeemed -= pts
@@ -559,9 +582,11 @@ class Model:
         pts = p["points"]
         if pts > 0:
             c.credit(pts, t)
+            self.entry(c, "ADJUSTMENT_CREDIT", pts)
         else:
             c.take(-pts, t)
             c.adjusted_out += -pts
+            self.entry(c, "ADJUSTMENT_DEBIT", -pts)
         return None
 
     # ------------------------------------------------------------ answers as of T
@@ -646,8 +671,10 @@ class Model:
         st = self.status.get(eid)
         if st is not None:
             if st["state"] == "accepted":
-                return {"state": "EVENT_ACCEPTED", "reasons": None, "t": st["t"]}
-            return {"state": "EVENT_REJECTED", "reasons": {st["reason"]}, "t": st["t"]}
+                return {"state": "EVENT_ACCEPTED", "reasons": None, "t": st["t"],
+                        "entries": st["entries"]}
+            return {"state": "EVENT_REJECTED", "reasons": {st["reason"]}, "t": st["t"],
+                    "entries": st["entries"]}
         if eid in self.dlq_reasons:
             return {"state": "EVENT_DEAD_LETTERED", "reasons": self.dlq_reasons[eid], "t": None}
         return {"state": "EVENT_STATE_UNKNOWN", "reasons": None, "t": None}
@@ -666,4 +693,10 @@ class Model:
         for o in c.order_list:
             for x in (o.t + YEAR, o.t + 180 * DAY, o.t + 14 * DAY, o.t + 90 * DAY):
                 ts.update((x - 1, x, x + 1))
+        for t in sorted(set(c.snap_times))[-40:]:
+            ch = self.churn(cid, t)
+            if ch and ch["lastPurchaseAt"] is not None:
+                last, exp = ch["lastPurchaseAt"], ch["expectedIntervalSeconds"]
+                for x in (last + (3 * exp + 1) // 2, last + 3 * exp):
+                    ts.update((x - 1, x, x + 1))
         return ts

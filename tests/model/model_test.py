@@ -125,7 +125,10 @@ class Scenario:
         self.dead_only = []
         self.super_referrer = f"s{seed}-super"
         self.runner = f"s{seed}-runner"  # a referrer whose clock runs ahead
-        for _ in range(6):
+        # keep the scenario's span within about 2.5 years, in the past
+        self.tempo = min(self.rng.choice([0.3, 1, 1, 4]), 900 / (0.51 * n_events))
+        self.max_active = self.rng.choice([5, 9, 14])
+        for _ in range(self.rng.choice([2, 4, 6])):
             self.new_customer()
         self.active.append(self.runner)
         self.all_ids.append(self.runner)
@@ -153,6 +156,8 @@ class Scenario:
         return out
 
     def emit(self, ev, **kw):
+        if ev.source == "model" and self.rng.random() < 0.2:
+            ev.source = ""
         return self.emit_raw(serialize(ev, self.rng, **kw), ev)
 
     def when(self, cid, late_ok=True):
@@ -192,12 +197,13 @@ class Scenario:
 
     def step(self):
         rng = self.rng
-        self.cursor += rng.choice([0, 60, 3600, rng.randrange(0, DAY), rng.randrange(0, 4 * DAY)])
-        if rng.random() < 0.04 and len(self.active) < 14:
+        self.cursor += int(self.tempo * rng.choice([0, 60, 3600, rng.randrange(0, DAY),
+                                                    rng.randrange(0, 4 * DAY)]))
+        if rng.random() < 0.04 and len(self.active) < self.max_active:
             cid = self.new_customer()
             self.new_referee(cid)
             return
-        if rng.random() < 0.01 and len(self.active) > 6:
+        if rng.random() < 0.01 and len(self.active) > 4:
             self.active.remove(rng.choice(self.active[:-1]))  # goes quiet: churn, expiry
         r = rng.random()
         cid = rng.choice(self.active)
@@ -219,7 +225,9 @@ class Scenario:
             self.do_resend()
         elif r < 0.86:
             self.do_conflict()
-        elif r < 0.88:
+        elif r < 0.90:
+            self.episode()
+        elif r < 0.91:
             # the runner's clock runs ahead of everyone
             self.emit(self.purchase(self.runner, self.cursor + rng.randrange(10 * DAY, 80 * DAY)))
         else:
@@ -260,6 +268,141 @@ class Scenario:
                 else:
                     self.emit(Ev(self.eid(), cid, t, "refund",
                                  {"order_id": o.order_id, "amount_minor": o.amount}))
+
+    def episode(self):
+        """Hand-aimed edges, each a short story."""
+        rng = self.rng
+        k = rng.randrange(10)
+        t = self.cursor
+        if k == 9:
+            # the referrer cap's window: (t_b - 365 days, t_b], 10 bonuses
+            referrer = f"cap{self.seed}-{self.n}"
+            t0 = t
+            if t0 + YEAR + DAY > self.now - DAY:
+                return
+            for i in range(12):
+                cid = self.new_customer()
+                self.active.remove(cid)
+                if i < 10:
+                    tp = t0 + i * 3600
+                elif i == 10:
+                    tp = t0 + YEAR + rng.choice([-1, 0])  # the first bonus leaves the window at +365d
+                else:
+                    tp = t0 + YEAR + 3600 - 1 + rng.choice([0, 1])
+                self.emit(Ev(self.eid(), cid, tp - 60, "referral",
+                             {"referrer_id": referrer, "referee_id": cid}))
+                self.emit(self.purchase(cid, tp, amount=2000, lines=[]))
+                if i == 3:
+                    # a bonus later clawed back still counts
+                    o = self.orders_of(cid)[-1]
+                    self.emit(Ev(self.eid(), cid, tp + 5, "refund",
+                                 {"order_id": o.order_id, "amount_minor": 2000}))
+        elif k == 0:
+            # a rejected first purchase does not make a customer; the accepted one decides
+            cid = self.new_customer()
+            oid = f"o{self.n}-first"
+            self.emit(self.purchase(cid, t, amount=5000, order_id=oid, currency="USD"))
+            self.emit(Ev(self.eid(), cid, t + 60, "referral",
+                         {"referrer_id": rng.choice([self.runner, self.super_referrer]),
+                          "referee_id": cid}))
+            self.emit(self.purchase(cid, t + 120, amount=2000, order_id=oid, currency="EUR"))
+            if rng.random() < 0.5:
+                # points drawn from the pending bonus before the full refund claws it back
+                self.emit(Ev(self.eid(), cid, t + 180, "adjustment",
+                             {"points": -rng.randrange(1, 300), "reason": "fix", "actor": "a"}))
+            self.emit(Ev(self.eid(), cid, t + 240, "refund", {"order_id": oid, "amount_minor": 2000}))
+        elif k == 1:
+            # ids are per customer: another customer's order and redemption ids
+            a, b = rng.sample(self.active, 2)
+            oa = self.orders_of(a)
+            if oa:
+                o = rng.choice(oa)
+                self.emit(self.purchase(b, self.when(b), order_id=o.order_id))
+                self.emit(Ev(self.eid(), b, self.when(b), "refund",
+                             {"order_id": o.order_id + "-x", "amount_minor": 1}))
+            ca = self.c(a)
+            if ca and ca.redemptions:
+                rid = rng.choice(sorted(ca.redemptions))
+                self.emit(Ev(self.eid(), b, self.when(b), "redemption_cancel", {"redemption_id": rid}))
+                self.emit(Ev(self.eid(), b, self.when(b), "redemption",
+                             {"redemption_id": rid, "points": 1, "reward_id": "w"}))
+        elif k == 2:
+            # tier thresholds hit exactly, then refunds that take the status back
+            cid = self.new_customer()
+            amounts = [50000, 150000, 300000, 1]
+            oids = []
+            for i, amt in enumerate(amounts):
+                ev = self.purchase(cid, t + i * DAY, amount=amt, lines=[])
+                oids.append(ev.body["order_id"])
+                self.emit(ev)
+            self.emit(Ev(self.eid(), cid, t + 5 * DAY, "refund",
+                         {"order_id": oids[rng.randrange(3)], "amount_minor": rng.choice([1, 2, 50000])}))
+        elif k == 3:
+            # a whale: amounts at the 10^12 limit, 128-bit products
+            cid = self.new_customer()
+            for i in range(3):
+                amt = rng.choice([10 ** 12, 10 ** 12 - 1, 999999999999, 7 * 10 ** 11])
+                ev = self.purchase(cid, t + i, amount=amt, lines=[])
+                self.emit(ev)
+                if i == 2:
+                    self.emit(Ev(self.eid(), cid, t + 10, "refund",
+                                 {"order_id": ev.body["order_id"], "amount_minor": amt - 1}))
+            self.emit(Ev(self.eid(), cid, t + 20 * DAY, "redemption",
+                         {"redemption_id": "big", "points": 10 ** 12, "reward_id": "w"}))
+        elif k == 4:
+            # sparse purchases over more than two years: expected interval, churn, tiers
+            cid = self.new_customer()
+            t0 = EPOCH0 - 2 * YEAR + rng.randrange(0, 100 * DAY)
+            for i in range(8):
+                self.emit(self.purchase(cid, t0 + i * rng.randrange(100 * DAY, 200 * DAY),
+                                        amount=rng.randrange(1000, 90000)))
+        elif k == 5:
+            # redemptions and cancels right at lot boundaries
+            cid = rng.choice(self.active)
+            c = self.c(cid)
+            if c and c.lots:
+                l = rng.choice(c.lots[-10:])
+                for x in (l.available_at - 1, l.available_at, l.expires_at - 1, l.expires_at):
+                    self.emit(Ev(self.eid(), cid, x, "redemption",
+                                 {"redemption_id": f"rb{self.n}", "points": rng.randrange(1, 50),
+                                  "reward_id": "w"}))
+                if c.redemptions:
+                    rid = sorted(c.redemptions, key=lambda r: c.redemptions[r]["t"])[-1]
+                    self.emit(Ev(self.eid(), cid, self.c(cid).clock + rng.choice([0, 1, 40 * DAY]),
+                                 "redemption_cancel", {"redemption_id": rid}))
+        elif k == 6:
+            # debt, then credits and a cancel that pay it
+            cid = rng.choice(self.active)
+            c = self.c(cid)
+            if c and c.clock is not None:
+                avail = max(0, c.available_at_t(c.clock))
+                if avail > 0:
+                    self.emit(Ev(self.eid(), cid, c.clock, "redemption",
+                                 {"redemption_id": f"rd{self.n}", "points": avail, "reward_id": "w"}))
+                self.emit(Ev(self.eid(), cid, c.clock, "adjustment",
+                             {"points": -rng.randrange(1, 2000), "reason": "x", "actor": "a"}))
+                self.emit(self.purchase(cid, c.clock + 60, amount=rng.randrange(100, 90000)))
+                self.emit(Ev(self.eid(), cid, c.clock + 120, "redemption_cancel",
+                             {"redemption_id": f"rd{self.n - 2}"}))
+        elif k == 7:
+            # spellings of time: offsets and fractions
+            cid = rng.choice(self.active)
+            ev = Ev(self.eid(), cid, self.when(cid), "adjustment",
+                    {"points": rng.randrange(1, 9), "reason": "t", "actor": "a"})
+            ev.frac = rng.choice([".999999999", ".5", ".000", ".1"])
+            self.emit(ev)
+            e2 = ev.copy()
+            self.emit(e2, ts_text=iso(ev.t + 7200, ev.frac)[:-1] + "+02:00")  # same instant
+            e3 = Ev(self.eid(), cid, self.when(cid), "adjustment",
+                    {"points": 3, "reason": "t", "actor": "a"})
+            self.emit(e3, ts_text=iso(e3.t - 5400)[:-1] + "-01:30")
+        else:
+            # same event_id, other customer: a conflict
+            if self.events:
+                ev, _ = rng.choice(self.events[-100:])
+                e = ev.copy()
+                e.cid = rng.choice(self.active)
+                self.emit(e)
 
     def do_purchase(self, cid):
         rng = self.rng
@@ -360,7 +503,12 @@ class Scenario:
         if not self.events:
             return
         ev, raw = self.rng.choice(self.events[-200:])
-        self.emit(ev.copy())  # a fresh spelling of the same content
+        e = ev.copy()  # a fresh spelling of the same content
+        if e.frac == "" and self.rng.random() < 0.5:
+            e.frac = ".000"
+        if e.kind == "redemption" and "reward_id" not in e.body:
+            e.body["reward_id"] = ""  # proto3: missing equals empty
+        self.emit(e)
 
     def do_conflict(self):
         if not self.events:
@@ -590,8 +738,8 @@ class Checker:
             self.failed += 1
 
 
-def compare_customer(eng, mod, chk, cid, T):
-    q = "?as_of=" + urllib.parse.quote(iso(T))
+def compare_customer(eng, mod, chk, cid, T, frac=""):
+    q = "?as_of=" + urllib.parse.quote(iso(T, frac))
     base = "/v1/customers/" + urllib.parse.quote(cid, safe="")
     too_long = len(cid.encode()) > M.MAX_ID
     for route in ("balance", "tier", "churn"):
@@ -696,6 +844,12 @@ def compare_event(eng, mod, chk, eid):
         chk.report("event " + eid, None, "event.effectiveAt", body.get("effectiveAt"),
                    iso(want["t"]))
         ok = False
+    if ok and want.get("entries") is not None:
+        got = [(e.get("customerId", ""), e.get("kind"), int(e.get("points", 0)),
+                int(e.get("effectiveAt", 0))) for e in body.get("entries", [])]
+        if got != want["entries"]:
+            chk.report("event " + eid, None, "event.entries", got, want["entries"])
+            ok = False
     chk.answer(ok)
 
 
@@ -739,7 +893,8 @@ def run_seed(binary, seed, n_events, per_customer, workdir, keep):
         ids = sorted(set(sc.model.customers) | set(sc.dead_only)) + [f"never-{seed}", "x" * 129]
         for cid in ids:
             for T in as_of_set(sc, cid, rng, per_customer):
-                compare_customer(eng, sc.model, chk, cid, T)
+                frac = rng.choice([".999", ".5"]) if rng.random() < 0.1 else ""
+                compare_customer(eng, sc.model, chk, cid, T, frac)
         eids = set()
         for (ev, _raw) in sc.events:
             if ev.eid:

@@ -75,6 +75,7 @@ def main():
     f.check(srv.stop() == 0, "serve did not exit 0 on SIGTERM")
     ref_srv.stop()
     rk.check_exactly_once(f, a, kafka_dir, ref_dir, ref, stream, "broker kill")
+    rk.check_dlq(f, broker, topic, ref, stream, "broker kill")
     f.finish("real-kafka broker kill")
 
 

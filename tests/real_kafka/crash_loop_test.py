@@ -33,10 +33,15 @@ def main():
     topic = f"rk.crash.{a.seed}.{int(time.time())}"
     broker.create_topic(topic, 4)
     kafka_dir = os.path.join(a.work, "kafka")
-    rate = max(100, events // 25)  # the producer runs for about 25 s
-    producer = rk.Producer(a.bootstrap, topic, stream.keyed(), rate=rate, workdir=a.work)
-    rk.log(f"producing {len(stream.lines)} messages at {rate}/s to {topic} (4 partitions); "
-           f"{cycles} kill cycles")
+    # A backlog first (so that early kills land in large batches), then a steady stream
+    # for about 5 s per cycle while serve is killed again and again.
+    backlog = len(stream.lines) // 4
+    rk.produce(a.bootstrap, topic, stream.keyed(0, backlog), workdir=a.work)
+    rate = max(50, (len(stream.lines) - backlog) // (5 * cycles))
+    producer = rk.Producer(a.bootstrap, topic, stream.keyed(backlog), rate=rate,
+                           workdir=a.work)
+    rk.log(f"{backlog} messages produced to {topic} (4 partitions), the other "
+           f"{len(stream.lines) - backlog} follow at {rate}/s; {cycles} kill cycles")
 
     kills = 0
     for cycle in range(cycles):
@@ -50,12 +55,14 @@ def main():
             moment = f"{delay:.2f}s after start"
         else:
             # Once it takes messages again (group joined), a little later.
-            deadline = time.time() + 30
+            deadline = time.time() + 20
             while time.time() < deadline and srv.proc.poll() is None:
                 if srv.progress()[1] > before:
                     break
+                if not producer.running() and time.time() > deadline - 15:
+                    break  # nothing more is coming: kill it wherever it is
                 time.sleep(0.05)
-            delay = random.uniform(0.0, 1.5)
+            delay = random.uniform(0.0, 0.8)
             time.sleep(delay)
             moment = f"{delay:.2f}s after it took its first batch"
         f.check(srv.proc.poll() is None,
@@ -70,6 +77,7 @@ def main():
     producer.wait(timeout=300)
     ends = broker.end_offsets(topic)
     f.equal(sum(ends.values()), len(stream.lines), "messages on the topic")
+    f.check(producer.sent == len(stream.lines) - backlog, "the producer did not send all")
     srv = rk.Serve(a.loyalty, kafka_dir, a.work, a.bootstrap, topic, "rk-crash", "serve-final")
     t0 = time.time()
     srv.wait_taken(topic, ends, timeout=180, what=f"after {kills} SIGKILLs")
@@ -83,6 +91,7 @@ def main():
     f.check(srv.stop() == 0, "the last serve did not exit 0 on SIGTERM")
     ref_srv.stop()
     rk.check_exactly_once(f, a, kafka_dir, ref_dir, ref, stream, "crash loop")
+    rk.check_dlq(f, broker, topic, ref, stream, "crash loop")
     f.finish("real-kafka crash loop")
 
 

@@ -112,6 +112,7 @@ def main():
     f.check(s3.stop() == 0, "serve-3 did not exit 0 on SIGTERM")
     ref_srv.stop()
     rk.check_exactly_once(f, a, kafka_dir, ref_dir, ref, stream, "rebalance")
+    rk.check_dlq(f, broker, topic, ref, stream, "rebalance")
     f.finish("real-kafka rebalance")
 
 

@@ -64,8 +64,18 @@ signal.signal(signal.SIGTERM, _on_signal)
 signal.signal(signal.SIGINT, _on_signal)
 
 
+def _die_with_parent():
+    # If the test is killed (a CTest timeout kills only its direct child), the engine
+    # and kcat processes it started get SIGKILL too (PR_SET_PDEATHSIG).
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
 def spawn(args, **kw):
-    p = subprocess.Popen(args, **kw)
+    p = subprocess.Popen(args, preexec_fn=_die_with_parent, **kw)
     with _lock:
         _children.append(p)
     return p

@@ -666,6 +666,28 @@ class Model:
                     "expectedIntervalSeconds": exp, "recencyRatio": since / exp})
         return out
 
+    def stats(self, T):
+        """The program-wide figures of GET /v1/stats as of T (interfaces.md)."""
+        out = {"members": 0, "purchasers": 0, "repeat": 0, "pointsOutstanding": 0, "earned": 0,
+               "redeemed": 0, "expired": 0, "perTier": {k: 0 for k in TIERS},
+               "perRiskLevel": {k: 0 for k in ("NEW", "ACTIVE", "COOLING", "AT_RISK", "CHURNED")}}
+        for cid in self.customers:
+            b = self.balance(cid, T)
+            if b is None:
+                continue
+            n = len(self.customers[cid].snap_at(T)["orders"])
+            out["members"] += 1
+            out["purchasers"] += n >= 1
+            out["repeat"] += n >= 2
+            out["pointsOutstanding"] += b["available"] + b["pending"]
+            for f in ("earned", "redeemed", "expired"):
+                out[f] += b[f]
+            out["perTier"][self.tier(cid, T)["tier"]] += 1
+            out["perRiskLevel"][self.churn(cid, T)["riskLevel"]] += 1
+        out["repeatPurchaseRate"] = out["repeat"] / out["purchasers"] if out["purchasers"] else 0.0
+        del out["repeat"]
+        return out
+
     def event_status(self, eid):
         """-> dict(state=ACCEPTED|REJECTED|DEAD_LETTERED|UNKNOWN, reasons=set, t)"""
         st = self.status.get(eid)

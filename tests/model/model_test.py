@@ -376,14 +376,16 @@ class Scenario:
             c = self.c(cid)
             if c and c.clock is not None:
                 avail = max(0, c.available_at_t(c.clock))
+                rid = f"rd{self.n}-{rng.randrange(10 ** 6)}"
                 if avail > 0:
                     self.emit(Ev(self.eid(), cid, c.clock, "redemption",
-                                 {"redemption_id": f"rd{self.n}", "points": avail, "reward_id": "w"}))
+                                 {"redemption_id": rid, "points": avail, "reward_id": "w"}))
                 self.emit(Ev(self.eid(), cid, c.clock, "adjustment",
                              {"points": -rng.randrange(1, 2000), "reason": "x", "actor": "a"}))
-                self.emit(self.purchase(cid, c.clock + 60, amount=rng.randrange(100, 90000)))
-                self.emit(Ev(self.eid(), cid, c.clock + 120, "redemption_cancel",
-                             {"redemption_id": f"rd{self.n - 2}"}))
+                if rng.random() < 0.5:
+                    self.emit(self.purchase(cid, c.clock + 60, amount=rng.randrange(100, 90000)))
+                self.emit(Ev(self.eid(), cid, c.clock + rng.choice([120, 30 * DAY]),
+                             "redemption_cancel", {"redemption_id": rid}))
         elif k == 7:
             # spellings of time: offsets and fractions
             cid = rng.choice(self.active)
@@ -647,9 +649,14 @@ class Engine:
         self.proc = None
         self.port = None
 
-    def ingest(self, path):
-        p = subprocess.run([self.binary, "ingest", "--data-dir", self.data_dir, "--no-sync", path],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    def ingest(self, path, batch_lines=None, stdin=False):
+        cmd = [self.binary, "ingest", "--data-dir", self.data_dir, "--no-sync"]
+        if batch_lines:
+            cmd += ["--batch-lines", str(batch_lines)]
+        cmd.append("-" if stdin else path)
+        with open(path, "rb") as f:
+            p = subprocess.run(cmd, stdin=f if stdin else subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
         if p.returncode != 0:
             raise RuntimeError(f"ingest failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
         return p.stdout.decode()
@@ -853,6 +860,35 @@ def compare_event(eng, mod, chk, eid):
     chk.answer(ok)
 
 
+def compare_stats(eng, mod, chk, T):
+    status, body = eng.get("/v1/stats?as_of=" + urllib.parse.quote(iso(T)))
+    want = mod.stats(T)
+    if status != 200:
+        chk.report("stats", T, "stats.http", status, 200)
+        chk.answer(False)
+        return
+    ok = True
+    got = {f: intv(body.get(f)) for f in ("members", "purchasers", "pointsOutstanding", "earned",
+                                         "redeemed", "expired")}
+    got["perTier"] = {x.get("tier", "BRONZE"): intv(x.get("customers")) for x in body.get("perTier", [])}
+    got["perRiskLevel"] = {x.get("riskLevel", "NEW"): intv(x.get("customers"))
+                           for x in body.get("perRiskLevel", [])}
+    for f in got:
+        w = want[f]
+        g = got[f]
+        if isinstance(w, dict):
+            g = {k: v for k, v in g.items() if v}
+            w = {k: v for k, v in w.items() if v}
+        if g != w:
+            chk.report("stats", T, "stats." + f, g, w)
+            ok = False
+    g, w = body.get("repeatPurchaseRate", 0), want["repeatPurchaseRate"]
+    if abs(g - w) > 1e-12:
+        chk.report("stats", T, "stats.repeatPurchaseRate", g, w)
+        ok = False
+    chk.answer(ok)
+
+
 def as_of_set(sc, cid, rng, per_customer):
     mod = sc.model
     c = mod.customers.get(cid)
@@ -872,29 +908,43 @@ def run_seed(binary, seed, n_events, per_customer, workdir, keep):
     now = int(time.time())
     sc = Scenario(seed, n_events, now).build()
     d = tempfile.mkdtemp(prefix=f"model-{seed}-", dir=workdir)
-    path = os.path.join(d, "events.jsonl")
-    with open(path, "wb") as f:
-        for line in sc.lines:
-            f.write(line + b"\n")
+    # The log is fed in one to three `ingest` runs (a file, or standard input), with
+    # batches of random size: idempotency and clocks must hold across runs and batches.
+    rng = random.Random(seed * 7919)
+    cuts = sorted(rng.sample(range(1, len(sc.lines)), rng.choice([0, 1, 2])))
+    chunks = [sc.lines[a:b] for a, b in zip([0] + cuts, cuts + [len(sc.lines)])]
     chk = Checker(seed)
     eng = Engine(binary, os.path.join(d, "data"))
     try:
-        out = eng.ingest(path)
-        last = out.strip().splitlines()[-1]
-        m = re.match(r"appended (\d+), duplicate (\d+), dead-lettered (\d+)", last)
+        got = [0, 0, 0]
+        for i, chunk in enumerate(chunks):
+            path = os.path.join(d, f"events-{i}.jsonl")
+            with open(path, "wb") as f:
+                for line in chunk:
+                    f.write(line + b"\n")
+            out = eng.ingest(path, batch_lines=rng.choice([None, 1, 7, 64]),
+                             stdin=rng.random() < 0.3)
+            last = out.strip().splitlines()[-1]
+            m = re.match(r"appended (\d+), duplicate (\d+), dead-lettered (\d+)", last)
+            if not m:
+                raise RuntimeError("ingest summary not understood: " + last)
+            got = [g + int(x) for g, x in zip(got, m.groups())]
+        got = tuple(got)
         cnt = sc.model.counts
         want = (cnt["appended"], cnt["duplicate"], cnt["dead"])
-        got = tuple(int(x) for x in m.groups()) if m else last
         if got != want:
             chk.report("ingest", None, "summary(appended,duplicate,dead)", got, want)
         chk.answer(got == want)
         eng.serve()
-        rng = random.Random(seed * 7919)
         ids = sorted(set(sc.model.customers) | set(sc.dead_only)) + [f"never-{seed}", "x" * 129]
         for cid in ids:
             for T in as_of_set(sc, cid, rng, per_customer):
                 frac = rng.choice([".999", ".5"]) if rng.random() < 0.1 else ""
                 compare_customer(eng, sc.model, chk, cid, T, frac)
+        first = min(c.snap_times[0] for c in sc.model.customers.values() if c.snap_times)
+        for T in sorted({first - 1, first, sc.cursor, int(sc.now), FAR_FUTURE} |
+                        {rng.randrange(first, sc.cursor + 1) for _ in range(6)}):
+            compare_stats(eng, sc.model, chk, T)
         # as_of left out: the engine's now, which the answer names in asOf
         for cid in ids[:-1]:
             status, body = eng.get("/v1/customers/" + urllib.parse.quote(cid, safe="") + "/balance")

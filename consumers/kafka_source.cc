@@ -1,5 +1,7 @@
 #include "consumers/kafka_source.h"
 
+#include <cstdio>
+
 #include <librdkafka/rdkafkacpp.h>
 
 #include <atomic>
@@ -85,8 +87,17 @@ struct KafkaSource::Impl : public RdKafka::RebalanceCb {
         c->unassign();
         return;
       }
+      for (RdKafka::TopicPartition* tp : partitions) {
+        std::fprintf(stderr, "loyalty: rebalance: assigned %s[%d] from offset %lld\n",
+                     tp->topic().c_str(), tp->partition(),
+                     static_cast<long long>(next_offset[tp->partition()]));
+      }
       c->assign(partitions);
     } else {
+      for (RdKafka::TopicPartition* tp : partitions) {
+        std::fprintf(stderr, "loyalty: rebalance: revoked %s[%d]\n", tp->topic().c_str(),
+                     tp->partition());
+      }
       // Revocation: what was taken from these partitions is stored first.
       if (absl::Status s = Flush(); !s.ok() && fatal.ok()) fatal = s;
       for (RdKafka::TopicPartition* tp : partitions) next_offset.erase(tp->partition());

@@ -67,6 +67,20 @@ void Outbox::Run() {
   }
 }
 
+absl::Status Outbox::PublishSignals(
+    uint64_t seq, const google::protobuf::RepeatedPtrField<v1::Signal>& signals) {
+  const std::string seq_text = absl::StrCat(seq);
+  for (const v1::Signal& s : signals) {
+    v1::Signal m = s;
+    m.set_seq(seq);
+    LOYALTY_RETURN_IF_ERROR(
+        producer_->Send(options_.signals_topic, m.customer_id(), ToJson(m),
+                        {{"loyalty-seq", seq_text}, {"content-type", "application/json"},
+                         {"loyalty-signal", v1::SignalKind_Name(m.kind())}}));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Outbox::PublishChunk(uint64_t from, uint64_t to) {
   v1::LogRecord record;
   LOYALTY_RETURN_IF_ERROR(log_->Scan(
@@ -94,6 +108,7 @@ absl::Status Outbox::PublishChunk(uint64_t from, uint64_t to) {
           }
           return producer_->Send(options_.dlq_topic, record.key(), record.raw(), headers);
         }
+        if (record.has_sweep()) return PublishSignals(seq, record.sweep().signals());
         if (!record.has_applied()) return absl::OkStatus();
         v1::Event event;
         if (record.applied().has_event()) {
@@ -119,8 +134,12 @@ absl::Status Outbox::PublishChunk(uint64_t from, uint64_t to) {
           if (e.customer_id() == event.customer_id()) points += SignedPoints(e);
         }
         m.set_points(points);
-        return producer_->Send(options_.outcomes_topic, event.customer_id(), ToJson(m),
-                               {{"loyalty-seq", seq_text}, {"content-type", "application/json"}});
+        *m.mutable_signals() = record.applied().signals();
+        for (v1::Signal& signal : *m.mutable_signals()) signal.set_seq(seq);
+        LOYALTY_RETURN_IF_ERROR(producer_->Send(
+            options_.outcomes_topic, event.customer_id(), ToJson(m),
+            {{"loyalty-seq", seq_text}, {"content-type", "application/json"}}));
+        return PublishSignals(seq, record.applied().signals());
       }));
   return producer_->Flush(options_.delivery_timeout_ms);
 }

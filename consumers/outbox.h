@@ -1,7 +1,8 @@
 // The outbox: publishes what is already durable in the log to Kafka, at least
 // once, in log order: dead letters to loyalty.events.dlq (original key and value,
 // headers naming the reason and the source position) and one outcome per applied
-// event to loyalty.outcomes (key = customer_id). Every message carries a
+// event to loyalty.outcomes and every signal (projections/signals.h) of events and
+// sweeps to loyalty.signals (both keyed by customer_id). Every message carries a
 // `loyalty-seq` header, so consumers drop repeats. The cursor (the last sequence
 // number delivered) is stored after each delivered chunk; a crash re-publishes at
 // most one chunk.
@@ -19,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "consumers/kafka_producer.h"
 #include "engine/event_log.h"
+#include "loyalty/v1/ledger.pb.h"
 
 namespace loyalty {
 
@@ -27,6 +29,7 @@ struct OutboxOptions {
   std::vector<std::pair<std::string, std::string>> config;
   std::string dlq_topic = "loyalty.events.dlq";
   std::string outcomes_topic = "loyalty.outcomes";
+  std::string signals_topic = "loyalty.signals";
   // Records per delivered chunk (one cursor write each). Default: 2,000.
   size_t chunk_records = 2000;
   // How long to wait for a chunk's delivery before retrying. Default: 30 s.
@@ -49,6 +52,7 @@ class Outbox {
   Outbox() = default;
   void Run();
   absl::Status PublishChunk(uint64_t from, uint64_t to);
+  absl::Status PublishSignals(uint64_t seq, const google::protobuf::RepeatedPtrField<v1::Signal>& signals);
 
   OutboxOptions options_;
   EventLog* log_ = nullptr;

@@ -83,6 +83,29 @@ absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessag
   return counts;
 }
 
+absl::StatusOr<size_t> Ingestor::Sweep() {
+  if (processor_ == nullptr) return 0;
+  LogBatch out = log_->NewBatch();
+  absl::Status s = processor_->BeginBatch(&out);
+  absl::StatusOr<bool> swept = false;
+  if (s.ok()) {
+    swept = processor_->Sweep(absl::ToUnixSeconds(clock_->Now()), &out);
+    s = swept.status();
+  }
+  const size_t records = out.record_count();
+  if (s.ok() && records == 0) {
+    processor_->AbortBatch();  // nothing changed: nothing to write
+    return 0;
+  }
+  if (s.ok()) s = processor_->EndBatch(&out);
+  if (s.ok()) s = log_->Commit(std::move(out));
+  if (!s.ok()) {
+    processor_->AbortBatch();
+    return s;
+  }
+  return records;
+}
+
 absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& batch,
                                              LogBatch* out_batch) {
   LogBatch& out = *out_batch;

@@ -77,6 +77,10 @@ class EventProcessor {
   virtual absl::Status EndBatch(LogBatch* batch) = 0;
   // The batch did not commit: forget every change made since BeginBatch.
   virtual void AbortBatch() = 0;
+  // Between BeginBatch and EndBatch, instead of events: looks for what changes
+  // only because time passed, as of `at` (Unix seconds), and appends a record of
+  // it. False if there was nothing to look at (nothing appended).
+  virtual absl::StatusOr<bool> Sweep(int64_t at, LogBatch* batch) { return false; }
 };
 
 class Ingestor {
@@ -89,6 +93,11 @@ class Ingestor {
   // Takes one batch of messages, in order, as one atomic append. On error nothing
   // of the batch is stored and the caller must stop (or retry the same batch).
   absl::StatusOr<IngestCounts> IngestBatch(const std::vector<InputMessage>& batch);
+
+  // A sweep at the clock's reading (EventProcessor::Sweep) as one atomic append;
+  // the records appended (0 when nothing was due). Call it from the thread that
+  // ingests, between batches.
+  absl::StatusOr<size_t> Sweep();
 
  private:
   absl::StatusOr<IngestCounts> Build(const std::vector<InputMessage>& batch, LogBatch* out);

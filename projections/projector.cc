@@ -6,6 +6,7 @@
 #include "engine/event_codec.h"
 #include "engine/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "projections/signals.h"
 
 namespace loyalty {
 
@@ -87,6 +88,8 @@ absl::Status Projector::Process(const v1::Event& event, uint64_t seq, v1::Applie
                                 std::vector<std::string>* customers) {
   LOYALTY_ASSIGN_OR_RETURN(v1::Outcome outcome,
                            Decide(event, seq, *rules_, in_force_.version(), this));
+  LOYALTY_RETURN_IF_ERROR(
+      SignalsAfterEvent(*rules_, event.customer_id(), outcome, this, applied->mutable_signals()));
   for (v1::LedgerEntry& e : *outcome.mutable_entries()) {
     customers->push_back(e.customer_id());
     // The record that holds the outcome names the event and its sequence number.
@@ -103,6 +106,7 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
   for (const v1::CustomerState* state : dirty_) {
     batch->Put(ProjectionCf::kCustomerState, state->customer_id(),
                SerializeDeterministic(*state));
+    if (due_loaded_) SetDue(state->customer_id(), state->signals().next_check_at());
   }
   dirty_.clear();
   return absl::OkStatus();
@@ -113,10 +117,71 @@ void Projector::AbortBatch() {
   // changed ones so that they are read again from it.
   std::vector<std::string> ids;
   for (const v1::CustomerState* state : dirty_) ids.push_back(state->customer_id());
+  // The sweep's index may hold times of states that did not commit: load it again.
+  if (!dirty_.empty()) due_loaded_ = false;
   dirty_.clear();
   for (const std::string& id : ids) cache_.erase(id);
   in_force_ = before_batch_;
   rules_ = std::make_unique<Rules>(in_force_.version() > 0 ? in_force_.program() : configured_);
+}
+
+void Projector::SetDue(const std::string& customer_id, int64_t next_check_at) {
+  auto it = due_at_.find(customer_id);
+  if (it != due_at_.end()) {
+    if (it->second == next_check_at) return;
+    due_.erase({it->second, customer_id});
+    if (next_check_at == 0) {
+      due_at_.erase(it);
+      return;
+    }
+    it->second = next_check_at;
+  } else {
+    if (next_check_at == 0) return;
+    due_at_.emplace(customer_id, next_check_at);
+  }
+  due_.emplace(next_check_at, customer_id);
+}
+
+absl::Status Projector::LoadDue() {
+  due_.clear();
+  due_at_.clear();
+  v1::CustomerState stored;
+  LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
+      ProjectionCf::kCustomerState,
+      [&](std::string_view key, std::string_view value) -> absl::Status {
+        if (!stored.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          return absl::DataLossError(
+              absl::StrCat("the state of customer ", std::string(key), " does not decode"));
+        }
+        SetDue(std::string(key), stored.signals().next_check_at());
+        return absl::OkStatus();
+      }));
+  // States changed in memory but not yet written (none between batches) win.
+  for (const auto& [id, state] : cache_) SetDue(id, state->signals().next_check_at());
+  due_loaded_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Projector::Sweep(int64_t at, LogBatch* batch) {
+  if (!due_loaded_) LOYALTY_RETURN_IF_ERROR(LoadDue());
+  if (due_.empty() || due_.begin()->first > at) return false;
+  std::vector<std::string> ids;
+  for (auto it = due_.begin(); it != due_.end() && it->first <= at; ++it) ids.push_back(it->second);
+  // The replay evaluates due customers in customer_id order: so does the sweep.
+  std::sort(ids.begin(), ids.end());
+  v1::LogRecord record;
+  record.mutable_ingested_at()->set_seconds(at);
+  v1::Sweep* sweep = record.mutable_sweep();
+  sweep->set_at(at);
+  for (const std::string& id : ids) {
+    LOYALTY_ASSIGN_OR_RETURN(v1::CustomerState * state, Mutable(id));
+    if (!DueForSweep(*state, at)) continue;  // the index was behind the state
+    EvaluateSignals(*rules_, std::max(at, state->ledger().clock()), state,
+                    sweep->mutable_signals());
+    sweep->set_customers(sweep->customers() + 1);
+  }
+  batch->Append(&record);
+  return true;
 }
 
 }  // namespace loyalty

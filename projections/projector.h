@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "engine/event_log.h"
@@ -23,7 +24,7 @@ namespace loyalty {
 
 // Bumped whenever projection code changes what it stores; kept in the store so a
 // later version can tell outdated projections (docs/log-format.md).
-inline constexpr uint32_t kProjectionVersion = 1;
+inline constexpr uint32_t kProjectionVersion = 2;  // 2: CustomerState.signals
 
 // Keys in the `projection_meta` column family.
 inline constexpr char kMetaProgram[] = "program";         // ProgramChange in force
@@ -43,6 +44,7 @@ class Projector final : public EventProcessor, public StateSource {
                        std::vector<std::string>* customers) override;
   absl::Status EndBatch(LogBatch* batch) override;
   void AbortBatch() override;
+  absl::StatusOr<bool> Sweep(int64_t at, LogBatch* batch) override;
 
   // StateSource
   absl::StatusOr<v1::CustomerState*> Mutable(const std::string& customer_id) override;
@@ -53,6 +55,10 @@ class Projector final : public EventProcessor, public StateSource {
  private:
   explicit Projector(EventLog* log) : log_(log) {}
   absl::Status Load();
+  // The sweep's index: every customer's SignalState.next_check_at (0s left out),
+  // loaded from the store at the first sweep and kept up to date by EndBatch.
+  absl::Status LoadDue();
+  void SetDue(const std::string& customer_id, int64_t next_check_at);
 
   EventLog* log_;
   v1::Program configured_;
@@ -61,6 +67,9 @@ class Projector final : public EventProcessor, public StateSource {
   v1::ProgramChange before_batch_;  // to restore on AbortBatch
   absl::flat_hash_map<std::string, std::unique_ptr<v1::CustomerState>> cache_;
   std::vector<v1::CustomerState*> dirty_;
+  bool due_loaded_ = false;
+  absl::btree_set<std::pair<int64_t, std::string>> due_;
+  absl::flat_hash_map<std::string, int64_t> due_at_;
 };
 
 }  // namespace loyalty

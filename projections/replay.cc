@@ -8,9 +8,24 @@
 #include "projections/ledger_reader.h"
 #include "projections/program.h"
 #include "projections/projector.h"
+#include "projections/signals.h"
 
 namespace loyalty {
 namespace {
+
+bool SameSignals(const SignalList& a, const SignalList& b) {
+  if (a.size() != b.size()) return false;
+  for (int i = 0; i < a.size(); ++i) {
+    if (!google::protobuf::util::MessageDifferencer::Equals(a[i], b[i])) return false;
+  }
+  return true;
+}
+
+std::string SignalsText(const SignalList& signals) {
+  std::string text = "[";
+  for (const v1::Signal& s : signals) absl::StrAppend(&text, " {", s.ShortDebugString(), "}");
+  return absl::StrCat(text, " ]");
+}
 
 class MapStates final : public StateSource {
  public:
@@ -52,6 +67,31 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
           rules = std::make_unique<Rules>(record.program().program());
           return hook ? hook(seq, record, nullptr, nullptr) : absl::OkStatus();
         }
+        if (record.has_sweep()) {
+          if (rules == nullptr) {
+            return absl::DataLossError(
+                absl::StrCat("record ", seq, " is a sweep with no program in force"));
+          }
+          // The customers due at the sweep's time, in customer_id order (the map's).
+          const int64_t at = record.sweep().at();
+          SignalList signals;
+          uint64_t customers = 0;
+          for (auto& [id, state] : result.states) {
+            if (!DueForSweep(*state, at)) continue;
+            EvaluateSignals(*rules, std::max(at, state->ledger().clock()), state.get(), &signals);
+            ++customers;
+          }
+          if (result.first_mismatch_seq == 0 &&
+              (customers != record.sweep().customers() ||
+               !SameSignals(signals, record.sweep().signals()))) {
+            result.first_mismatch_seq = seq;
+            result.mismatch = absl::StrCat(
+                "recorded sweep of ", record.sweep().customers(), " customers with signals ",
+                SignalsText(record.sweep().signals()), "; the rules give ", customers,
+                " customers with ", SignalsText(signals));
+          }
+          return hook ? hook(seq, record, nullptr, nullptr) : absl::OkStatus();
+        }
         if (!record.has_applied()) return hook ? hook(seq, record, nullptr, nullptr) : absl::OkStatus();
         if (rules == nullptr) {
           return absl::DataLossError(
@@ -62,9 +102,19 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
         LOYALTY_ASSIGN_OR_RETURN(
             v1::Outcome outcome,
             Decide(event, seq, *rules, result.program.version(), &states));
+        SignalList signals;
+        LOYALTY_RETURN_IF_ERROR(
+            SignalsAfterEvent(*rules, event.customer_id(), outcome, &states, &signals));
         for (v1::LedgerEntry& e : *outcome.mutable_entries()) {
           e.clear_event_id();
           e.clear_seq();
+        }
+        if (result.first_mismatch_seq == 0 &&
+            !SameSignals(signals, record.applied().signals())) {
+          result.first_mismatch_seq = seq;
+          result.mismatch = absl::StrCat("recorded signals ",
+                                         SignalsText(record.applied().signals()),
+                                         "; the rules give ", SignalsText(signals));
         }
         if (result.first_mismatch_seq == 0 &&
             !google::protobuf::util::MessageDifferencer::Equals(outcome,

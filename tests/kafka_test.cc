@@ -238,6 +238,7 @@ TEST_CASE("kafka: the outbox publishes dead letters and outcomes, each with its 
   REQUIRE((*cluster)->CreateTopic("in", 3).ok());
   REQUIRE((*cluster)->CreateTopic(kDeadLetterTopic, 1).ok());
   REQUIRE((*cluster)->CreateTopic(kOutcomesTopic, 3).ok());
+  REQUIRE((*cluster)->CreateTopic(kSignalsTopic, 3).ok());
   auto producer = KafkaProducer::Create(brokers, {});
   REQUIRE(producer.ok());
   ProduceOptions gen;
@@ -257,16 +258,23 @@ TEST_CASE("kafka: the outbox publishes dead letters and outcomes, each with its 
                                     [&](const auto& batch) { return h.Ingest(batch).status(); });
   REQUIRE(source.ok());
   ConsumeAll(**source, h.log(), 1500);
-  size_t dead = 0, applied = 0;
+  // Time passes: a sweep a year on finds lapsed tiers, churned customers, lots
+  // near expiry.
+  h.clock().Set(absl::FromUnixSeconds(gen.start_unix_seconds + 400 * 86400));
+  REQUIRE(h.Sweep() == 1);
+  size_t dead = 0, applied = 0, signals = 0, sweep_signals = 0;
   REQUIRE(h.log().Scan(1, UINT64_MAX, [&](uint64_t, std::string_view, std::string_view bytes,
                                          std::string_view) {
               v1::LogRecord r;
               REQUIRE(r.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
               dead += r.has_dead_letter();
               applied += r.has_applied();
+              signals += r.applied().signals_size() + r.sweep().signals_size();
+              sweep_signals += r.sweep().signals_size();
               return absl::OkStatus();
             }).ok());
   REQUIRE(dead > 30);
+  REQUIRE(sweep_signals > 0);
 
   OutboxOptions options;
   options.brokers = brokers;
@@ -300,6 +308,33 @@ TEST_CASE("kafka: the outbox publishes dead letters and outcomes, each with its 
     CHECK(m.key == o.customer_id());
     CHECK(std::to_string(o.seq()) == m.Header("loyalty-seq"));
     CHECK(seqs.insert(m.Header("loyalty-seq")).second);
+  }
+  // Signals: as many as the log records, and once per change: per customer, each
+  // tier or risk signal starts from the level the one before it ended at.
+  auto published = ReadTopic(brokers, kSignalsTopic, 3, signals);
+  REQUIRE(published.size() == signals);
+  std::map<std::string, std::vector<v1::Signal>> by_customer;
+  for (const ReadMessage& m : published) {
+    v1::Signal s;
+    REQUIRE(google::protobuf::util::JsonStringToMessage(m.value, &s).ok());
+    CHECK(m.key == s.customer_id());
+    CHECK(std::to_string(s.seq()) == m.Header("loyalty-seq"));
+    by_customer[s.customer_id()].push_back(s);
+  }
+  for (auto& [customer, list] : by_customer) {
+    // One partition per customer keeps them in log order.
+    std::string tier = "BRONZE", risk = "NEW";
+    for (const v1::Signal& s : list) {
+      if (s.kind() == v1::TIER_CHANGED) {
+        CHECK(s.previous_tier() == tier);
+        CHECK(s.tier() != tier);
+        tier = s.tier();
+      } else if (s.kind() == v1::CHURN_RISK_CHANGED) {
+        CHECK(s.previous_risk_level() == risk);
+        CHECK(s.risk_level() != risk);
+        risk = s.risk_level();
+      }
+    }
   }
 }
 

@@ -48,6 +48,7 @@ struct ServeArgs {
   std::string grpc = "127.0.0.1:9090";
   std::string program_file;
   std::string auth_token_file;
+  int sweep_interval_s = 60;
 };
 
 bool SplitHostPort(const std::string& text, std::string* host, int* port) {
@@ -67,8 +68,14 @@ int Fail(const std::string& message) {
 // why; nothing of the failed batch was stored).
 class IngestLoop {
  public:
-  IngestLoop(std::unique_ptr<KafkaSource> source, Metrics* metrics)
-      : source_(std::move(source)), metrics_(metrics) {}
+  // Every `sweep_interval` between batches, `ingestor` sweeps for what changes only
+  // because time passed (signals; the sweep is a record in the log).
+  IngestLoop(std::unique_ptr<KafkaSource> source, Ingestor* ingestor,
+             absl::Duration sweep_interval, Metrics* metrics)
+      : source_(std::move(source)),
+        ingestor_(ingestor),
+        sweep_interval_(sweep_interval),
+        metrics_(metrics) {}
   ~IngestLoop() { Stop(); }
 
   void Start() { thread_ = std::thread([this] { Run(); }); }
@@ -84,15 +91,36 @@ class IngestLoop {
 
  private:
   void Run() {
+    absl::Time last_sweep = absl::InfinitePast();
+    absl::Time last_report = absl::Now();
+    int64_t taken_at_report = 0;
     while (!stop_) {
-      auto taken = source_->PollOnce();
-      if (!taken.ok()) {
+      absl::StatusOr<size_t> polled = source_->PollOnce();
+      absl::Status s = polled.status();
+      if (s.ok()) metrics_->Counter("loyalty_messages_taken_total") += static_cast<int64_t>(*polled);
+      if (s.ok() && absl::Now() - last_sweep >= sweep_interval_) {
+        last_sweep = absl::Now();
+        absl::StatusOr<size_t> swept = ingestor_->Sweep();
+        s = swept.status();
+        if (s.ok() && *swept > 0) ++metrics_->Counter("loyalty_sweeps_total");
+      }
+      if (!s.ok()) {
         std::fprintf(stderr, "loyalty serve: ingestion stopped: %s\n",
-                     std::string(taken.status().message()).c_str());
+                     std::string(s.message()).c_str());
         absl::MutexLock lock(&mu_);
-        error_ = absl::UnavailableError(
-            absl::StrCat("ingestion stopped: ", taken.status().message()));
+        error_ = absl::UnavailableError(absl::StrCat("ingestion stopped: ", s.message()));
         break;
+      }
+      if (absl::Now() - last_report >= absl::Seconds(10)) {
+        // A line in the log every 10 s: throughput and lag, for operators.
+        const int64_t taken = metrics_->Counter("loyalty_messages_taken_total").load();
+        std::fprintf(stderr, "loyalty serve: %lld messages in the last %.0f s (%.0f/s), lag %lld\n",
+                     static_cast<long long>(taken - taken_at_report),
+                     absl::ToDoubleSeconds(absl::Now() - last_report),
+                     (taken - taken_at_report) / absl::ToDoubleSeconds(absl::Now() - last_report),
+                     static_cast<long long>(source_->lag()));
+        last_report = absl::Now();
+        taken_at_report = taken;
       }
       metrics_->Gauge("loyalty_consumer_lag") = source_->lag();
       metrics_->Gauge("loyalty_rebalances") = static_cast<int64_t>(source_->rebalances());
@@ -101,6 +129,8 @@ class IngestLoop {
   }
 
   std::unique_ptr<KafkaSource> source_;
+  Ingestor* ingestor_;
+  absl::Duration sweep_interval_;
   Metrics* metrics_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -155,6 +185,8 @@ int RunServe(const ServeArgs& args) {
   metrics.Describe("loyalty_consumer_lag", "messages behind the partitions' ends");
   metrics.Describe("loyalty_rebalances", "consumer group rebalances seen");
   metrics.Describe("loyalty_dead_letters_total", "dead letters by reason");
+  metrics.Describe("loyalty_messages_taken_total", "Kafka messages taken into batches (throughput)");
+  metrics.Describe("loyalty_sweeps_total", "sweeps that looked at customers (records in the log)");
   metrics.Gauge("loyalty_log_length") = static_cast<int64_t>((*log)->head().seq);
   metrics.Gauge("loyalty_log_bytes") = static_cast<int64_t>((*log)->ApproximateBytes());
 
@@ -213,7 +245,8 @@ int RunServe(const ServeArgs& args) {
     };
     auto source = KafkaSource::Create(kafka, log->get(), sink);
     if (!source.ok()) return Fail(std::string(source.status().message()));
-    loop = std::make_unique<IngestLoop>(std::move(*source), &metrics);
+    loop = std::make_unique<IngestLoop>(std::move(*source), &ingestor,
+                                        absl::Seconds(args.sweep_interval_s), &metrics);
     OutboxOptions outbox_options;
     outbox_options.brokers = brokers;
     outbox_options.config = kafka.config;
@@ -285,6 +318,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "the program settings (JSON, docs/program.md); default: rules.md's");
   cmd->add_option("--auth-token-file", args->auth_token_file,
                   "require 'Authorization: Bearer <token>' on /v1/* and gRPC");
+  cmd->add_option("--sweep-interval", args->sweep_interval_s,
+                  "seconds between sweeps for signals that time alone causes (tiers lapsing, "
+                  "churn risk rising, points nearing expiry); default 60")
+      ->check(CLI::Range(1, 86400));
   cmd->callback([args, exit_code] { *exit_code = RunServe(*args); });
 }
 

@@ -133,6 +133,13 @@ class LedgerHarness {
                               R"(,"reason":"test","actor":"harness"})"));
   }
 
+  // A sweep at the engine clock's reading (set it with clock()); the records
+  // appended, 0 if nothing was due.
+  size_t Sweep() {
+    auto records = ingestor_->Sweep();
+    REQUIRE(records.ok());
+    return *records;
+  }
   // The customer's ledger as of `as_of` (Unix seconds); nullopt if unknown.
   std::optional<v1::LedgerState> State(const std::string& customer, int64_t as_of) {
     LedgerReader reader(log_.get(), &projector_->rules());

@@ -1,0 +1,110 @@
+#include "projections/signals.h"
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_set.h"
+#include "engine/status_macros.h"
+#include "projections/ledger.h"
+
+namespace loyalty {
+namespace {
+
+// The smallest e >= 0 with e * den >= x * num (the churn thresholds' elapsed time).
+int64_t CeilThreshold(int64_t x, int64_t num, int64_t den) {
+  const __int128 product = static_cast<__int128>(x) * num;
+  return static_cast<int64_t>((product + den - 1) / den);
+}
+
+}  // namespace
+
+void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, SignalList* out) {
+  const v1::LedgerState& ledger = state->ledger();
+  v1::SignalState* last = state->mutable_signals();
+  int64_t next = 0;  // the earliest candidate > t, 0 if none
+  auto candidate = [&](int64_t at) {
+    if (at > t && (next == 0 || at < next)) next = at;
+  };
+
+  const Tier tier = EvaluateTier(rules, ledger, t).tier;
+  if (static_cast<int32_t>(tier) != last->tier()) {
+    v1::Signal* s = out->Add();
+    s->set_customer_id(state->customer_id());
+    s->set_kind(v1::TIER_CHANGED);
+    s->set_at(t);
+    s->set_tier(TierName(tier));
+    s->set_previous_tier(TierName(static_cast<Tier>(last->tier())));
+    last->set_tier(static_cast<int32_t>(tier));
+  }
+  // The tier can only fall when an order's status lapses.
+  for (const v1::Order& o : ledger.orders()) {
+    if (o.at() <= t && o.amount_minor() - o.refunded_minor() > 0) {
+      candidate(o.at() + rules.tier_status_s);
+    }
+  }
+
+  const ChurnView churn = EvaluateChurn(rules, ledger, t);
+  if (static_cast<int32_t>(churn.risk_level) != last->risk_level()) {
+    v1::Signal* s = out->Add();
+    s->set_customer_id(state->customer_id());
+    s->set_kind(v1::CHURN_RISK_CHANGED);
+    s->set_at(t);
+    s->set_risk_level(RiskLevelName(churn.risk_level));
+    s->set_previous_risk_level(RiskLevelName(static_cast<RiskLevel>(last->risk_level())));
+    last->set_risk_level(static_cast<int32_t>(churn.risk_level));
+  }
+  if (churn.last_purchase_at.has_value()) {
+    const int64_t lp = *churn.last_purchase_at;
+    const int64_t x = churn.expected_interval_s;
+    candidate(lp + CeilThreshold(x, rules.cooling_num, rules.cooling_den));
+    candidate(lp + CeilThreshold(x, rules.at_risk_num, rules.at_risk_den));
+    candidate(lp + rules.churned_s);
+  }
+
+  // Lots: announce each once, when it is available, has points left and expires
+  // within the horizon (the balance's expiringSoon rule). Lots that expired are
+  // forgotten at the next evaluation (lot ids are never reused).
+  absl::flat_hash_set<uint64_t> announced(last->expiring_lots().begin(),
+                                          last->expiring_lots().end());
+  last->clear_expiring_lots();
+  for (const v1::Lot& lot : ledger.lots()) {
+    if (lot.expires_at() <= t) continue;  // expired by t
+    const bool was_announced = announced.contains(lot.id());
+    const int64_t enters = std::max(lot.expires_at() - rules.expiring_soon_s, lot.available_at());
+    if (!was_announced && lot.remaining() > 0 && enters <= t) {
+      v1::Signal* s = out->Add();
+      s->set_customer_id(state->customer_id());
+      s->set_kind(v1::POINTS_EXPIRING);
+      s->set_at(t);
+      s->set_lot_id(lot.id());
+      s->set_points(lot.remaining());
+      s->set_expires_at(lot.expires_at());
+      last->add_expiring_lots(lot.id());
+    } else if (was_announced) {
+      last->add_expiring_lots(lot.id());
+    } else if (lot.remaining() > 0) {
+      candidate(enters);
+    }
+  }
+  last->set_next_check_at(next);
+}
+
+absl::Status SignalsAfterEvent(const Rules& rules, const std::string& customer_id,
+                               const v1::Outcome& outcome, StateSource* states,
+                               SignalList* out) {
+  std::vector<const std::string*> customers = {&customer_id};
+  for (const v1::LedgerEntry& e : outcome.entries()) {
+    if (std::none_of(customers.begin(), customers.end(),
+                     [&](const std::string* c) { return *c == e.customer_id(); })) {
+      customers.push_back(&e.customer_id());
+    }
+  }
+  for (const std::string* id : customers) {
+    LOYALTY_ASSIGN_OR_RETURN(v1::CustomerState * state, states->Mutable(*id));
+    // A customer with no entry yet (none of this event's) has nothing to signal.
+    if (state->ledger().entries() == 0) continue;
+    EvaluateSignals(rules, state->ledger().clock(), state, out);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loyalty

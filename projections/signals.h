@@ -1,0 +1,45 @@
+// Signals (interfaces.md, loyalty.signals): a customer's tier changed, churn risk
+// level changed, or a lot with points left came within `expiring_soon_days` of
+// expiring. Each change is signalled once: a customer's status at a time is
+// compared with the status last signalled (CustomerState.signals), after every
+// applied event at the customer's effective time, and by the periodic sweep for
+// changes that happen only because time passed. Both the live path (Projector)
+// and the replay (ReplayLog) call the same functions, so a replay of the log finds
+// exactly the signals the log records.
+#ifndef LOYALTY_PROJECTIONS_SIGNALS_H_
+#define LOYALTY_PROJECTIONS_SIGNALS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/repeated_field.h"
+#include "loyalty/v1/ledger.pb.h"
+#include "projections/decider.h"
+#include "projections/program.h"
+
+namespace loyalty {
+
+using SignalList = google::protobuf::RepeatedPtrField<v1::Signal>;
+
+// Evaluates `state` at `t` (t >= its ledger clock), appends a signal for each
+// change since the status last signalled, and stores the new status, with the
+// earliest later time it may change with no event (SignalState.next_check_at).
+void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, SignalList* out);
+
+// After an applied event: evaluates the event's customer, then every other
+// customer `outcome` wrote entries for (in entry order), each at its own clock.
+absl::Status SignalsAfterEvent(const Rules& rules, const std::string& customer_id,
+                               const v1::Outcome& outcome, StateSource* states,
+                               SignalList* out);
+
+// True if a sweep at `at` must evaluate this customer.
+inline bool DueForSweep(const v1::CustomerState& state, int64_t at) {
+  const int64_t next = state.signals().next_check_at();
+  return next != 0 && next <= at;
+}
+
+}  // namespace loyalty
+
+#endif  // LOYALTY_PROJECTIONS_SIGNALS_H_

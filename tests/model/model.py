@@ -34,6 +34,7 @@ CANCEL_WINDOW = 90 * DAY
 EXPIRING_SOON = 30 * DAY
 FUTURE_LIMIT = DAY
 AMOUNT_LIMIT = 10 ** 12
+DEBIT_KINDS = ("REFUND", "CLAWBACK", "ADJUSTMENT_DEBIT", "REDEMPTION")
 
 
 class DeadLetter(Exception):
@@ -293,6 +294,7 @@ class Customer:
         self.referral = None
         self.referrer_bonus_times = []
         self.accepted_purchases = 0
+        self.statement = []  # (time, kind, signed points, event id), ledger order
         self.snap_times = []
         self.snaps = []
 
@@ -431,6 +433,9 @@ class Model:
         state, reason, t = self.apply(ev)
         self.counts[state] += 1
         self.status[eid] = {"state": state, "reason": reason, "t": t, "entries": self.entries}
+        for (cid, kind, points, at) in self.entries:
+            sign = -1 if kind in DEBIT_KINDS else 1
+            self.customers[cid].statement.append((at, kind, sign * points, eid))
         return (state, reason, eid)
 
     # ------------------------------------------------------------ the rules

@@ -821,6 +821,25 @@ def compare_customer(eng, mod, chk, cid, T, frac=""):
         chk.answer(ok)
 
 
+def compare_statement(eng, mod, chk, cid):
+    c = mod.customers.get(cid)
+    want = c.statement if c else []
+    status, body = eng.get("/v1/customers/" + urllib.parse.quote(cid, safe="") + "/statement")
+    if status != 200:
+        ok = not want and status == 404
+        if not ok:
+            chk.report(cid, None, "statement.http", status, 200 if want else 404)
+        chk.answer(ok)
+        return
+    got = [(ts_of(e.get("time")), e.get("kind"), intv(e.get("points", 0)), e.get("eventId"))
+           for e in body.get("entries", [])]
+    ok = got == want
+    if not ok:
+        i = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
+        chk.report(cid, None, f"statement[{i}]", got[i:i + 2], want[i:i + 2])
+    chk.answer(ok)
+
+
 def compare_event(eng, mod, chk, eid):
     status, body = eng.get("/v1/events/" + urllib.parse.quote(eid, safe=""))
     want = mod.event_status(eid)
@@ -889,6 +908,50 @@ def compare_stats(eng, mod, chk, T):
     chk.answer(ok)
 
 
+def compare_list(eng, mod, chk, T, rng):
+    """GET /v1/customers, filtered and paged: the model's customers in id order."""
+    params = {"as_of": iso(T), "limit": str(rng.choice([1, 3, 17, 1000]))}
+    want_filter = lambda tier, risk: True  # noqa: E731
+    r = rng.random()
+    if r < 0.35:
+        lvl = rng.choice(["NEW", "ACTIVE", "COOLING", "AT_RISK", "CHURNED"])
+        params["risk_level"] = lvl
+        want_filter = lambda tier, risk: risk == lvl  # noqa: E731
+    elif r < 0.7:
+        tr = rng.choice(M.TIERS)
+        params["tier"] = tr
+        want_filter = lambda tier, risk: tier == tr  # noqa: E731
+    want = []
+    for cid in sorted(mod.customers, key=lambda x: x.encode()):
+        b = mod.balance(cid, T)
+        if b is None:
+            continue
+        tier, risk = mod.tier(cid, T)["tier"], mod.churn(cid, T)["riskLevel"]
+        if want_filter(tier, risk):
+            want.append((cid, tier, risk, b["available"]))
+    got = []
+    token = None
+    for _ in range(len(want) + 2):
+        q = dict(params)
+        if token:
+            q["page_token"] = token
+        status, body = eng.get("/v1/customers?" + urllib.parse.urlencode(q))
+        if status != 200:
+            chk.report("list", T, "list.http", status, 200)
+            chk.answer(False)
+            return
+        got += [(x.get("customerId"), x.get("tier", "BRONZE"), x.get("riskLevel", "NEW"),
+                 intv(x.get("available", 0))) for x in body.get("customers", [])]
+        token = body.get("nextPageToken")
+        if not token:
+            break
+    ok = got == want
+    if not ok:
+        chk.report("list " + urllib.parse.urlencode(params), T, "list.customers",
+                   [g for g in got if g not in want][:5], [w for w in want if w not in got][:5])
+    chk.answer(ok)
+
+
 def as_of_set(sc, cid, rng, per_customer):
     mod = sc.model
     c = mod.customers.get(cid)
@@ -941,10 +1004,13 @@ def run_seed(binary, seed, n_events, per_customer, workdir, keep):
             for T in as_of_set(sc, cid, rng, per_customer):
                 frac = rng.choice([".999", ".5"]) if rng.random() < 0.1 else ""
                 compare_customer(eng, sc.model, chk, cid, T, frac)
+        for cid in ids[:-1]:
+            compare_statement(eng, sc.model, chk, cid)
         first = min(c.snap_times[0] for c in sc.model.customers.values() if c.snap_times)
         for T in sorted({first - 1, first, sc.cursor, int(sc.now), FAR_FUTURE} |
                         {rng.randrange(first, sc.cursor + 1) for _ in range(6)}):
             compare_stats(eng, sc.model, chk, T)
+            compare_list(eng, sc.model, chk, T, rng)
         # as_of left out: the engine's now, which the answer names in asOf
         for cid in ids[:-1]:
             status, body = eng.get("/v1/customers/" + urllib.parse.quote(cid, safe="") + "/balance")

@@ -338,7 +338,14 @@ absl::Status EventLog::LoadHead() {
 }
 
 absl::StatusOr<std::unique_ptr<LogSnapshot>> EventLog::TakeSnapshot() const {
-  std::unique_ptr<LogSnapshot> snap(new LogSnapshot(db_.get(), db_->GetSnapshot()));
+  std::unique_ptr<LogSnapshot> snap;
+  {
+    // The snapshot and the generation it reads are taken together.
+    absl::MutexLock lock(&generation_mu_);
+    snap.reset(new LogSnapshot(db_.get(), db_->GetSnapshot()));
+    snap->state_cf_ = customer_state_cf_;
+    snap->meta_cf_ = projection_meta_cf_;
+  }
   // The head as of the snapshot: its last log key.
   rocksdb::ReadOptions ro = Ro(snap.get());
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, log_cf_));
@@ -588,7 +595,7 @@ absl::StatusOr<std::string> EventLog::GetMeta(std::string_view name) const {
   std::string value;
   const std::string key = absl::StrCat("meta/", std::string(name));
   LOYALTY_RETURN_IF_ERROR(
-      FromRocks(db_->Get(rocksdb::ReadOptions(), handles_[0], key, &value), "reading meta"));
+      FromRocks(db_->Get(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), key, &value), "reading meta"));
   return value;
 }
 
@@ -597,12 +604,13 @@ absl::Status EventLog::PutMeta(std::string_view name, std::string_view value) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   const std::string key = absl::StrCat("meta/", std::string(name));
-  return FromRocks(db_->Put(wo, handles_[0], key, rocksdb::Slice(value.data(), value.size())),
+  return FromRocks(db_->Put(wo, db_->DefaultColumnFamily(), key, rocksdb::Slice(value.data(), value.size())),
                    "writing meta");
 }
 
 uint64_t EventLog::ApproximateBytes() const {
   uint64_t total = 0;
+  absl::MutexLock lock(&generation_mu_);
   for (auto* h : handles_) {
     uint64_t v = 0;
     if (db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
@@ -617,16 +625,22 @@ uint64_t EventLog::ApproximateBytes() const {
 absl::StatusOr<std::unique_ptr<ProjectionRebuild>> EventLog::BeginProjectionRebuild() {
   if (options_.read_only) return absl::FailedPreconditionError("the log is open read-only");
   std::unique_ptr<ProjectionRebuild> r(
-      new ProjectionRebuild(db_.get(), projection_generation_ + 1));
+      new ProjectionRebuild(db_.get(), projection_generation() + 1));
   const rocksdb::ColumnFamilyOptions cf = IndexCfOptions(options_);
   LOYALTY_RETURN_IF_ERROR(FromRocks(
       db_->CreateColumnFamily(cf, StateCfName(r->generation_), &r->state_cf_),
       "creating the rebuild's column families"));
-  handles_.push_back(r->state_cf_);
+  {
+    absl::MutexLock lock(&generation_mu_);
+    handles_.push_back(r->state_cf_);
+  }
   LOYALTY_RETURN_IF_ERROR(FromRocks(
       db_->CreateColumnFamily(cf, MetaCfName(r->generation_), &r->meta_cf_),
       "creating the rebuild's column families"));
-  handles_.push_back(r->meta_cf_);
+  {
+    absl::MutexLock lock(&generation_mu_);
+    handles_.push_back(r->meta_cf_);
+  }
   return r;
 }
 
@@ -637,14 +651,21 @@ absl::Status EventLog::CommitProjectionRebuild(std::unique_ptr<ProjectionRebuild
                                     "flushing rebuilt projections"));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  LOYALTY_RETURN_IF_ERROR(FromRocks(
-      db_->Put(wo, handles_[0], kGenerationKey, absl::StrCat(r->generation_)),
-      "switching to the rebuilt projections"));
-  rocksdb::ColumnFamilyHandle* old_state = customer_state_cf_;
-  rocksdb::ColumnFamilyHandle* old_meta = projection_meta_cf_;
-  customer_state_cf_ = r->state_cf_;
-  projection_meta_cf_ = r->meta_cf_;
-  projection_generation_ = r->generation_;
+  rocksdb::ColumnFamilyHandle* old_state;
+  rocksdb::ColumnFamilyHandle* old_meta;
+  {
+    // A snapshot is taken either before the switch (and reads the old generation
+    // whole) or after it (and reads the new one whole).
+    absl::MutexLock lock(&generation_mu_);
+    LOYALTY_RETURN_IF_ERROR(FromRocks(
+        db_->Put(wo, db_->DefaultColumnFamily(), kGenerationKey, absl::StrCat(r->generation_)),
+        "switching to the rebuilt projections"));
+    old_state = customer_state_cf_;
+    old_meta = projection_meta_cf_;
+    customer_state_cf_ = r->state_cf_;
+    projection_meta_cf_ = r->meta_cf_;
+    projection_generation_ = r->generation_;
+  }
   // The old generation is no longer read; a failure here leaves it to be dropped
   // on the next open.
   db_->DropColumnFamily(old_state).PermitUncheckedError();
@@ -656,7 +677,7 @@ absl::StatusOr<std::string> EventLog::GetProjection(LogBatch::ProjectionCf cf,
                                                    std::string_view key,
                                                    const LogSnapshot* snapshot) const {
   std::string value;
-  rocksdb::Status s = db_->Get(Ro(snapshot), ProjectionHandle(cf),
+  rocksdb::Status s = db_->Get(Ro(snapshot), ProjectionHandle(cf, snapshot),
                                rocksdb::Slice(key.data(), key.size()), &value);
   LOYALTY_RETURN_IF_ERROR(FromRocks(s, "reading projection state"));
   return value;
@@ -666,7 +687,8 @@ absl::Status EventLog::ScanProjection(
     LogBatch::ProjectionCf cf,
     const std::function<absl::Status(std::string_view, std::string_view)>& fn,
     const LogSnapshot* snapshot, std::string_view start) const {
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(Ro(snapshot), ProjectionHandle(cf)));
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(Ro(snapshot), ProjectionHandle(cf, snapshot)));
   for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid(); it->Next()) {
     LOYALTY_RETURN_IF_ERROR(fn(it->key().ToStringView(), it->value().ToStringView()));
   }

@@ -150,6 +150,10 @@ class LogSnapshot {
   rocksdb::DB* db_;
   const rocksdb::Snapshot* snapshot_;
   LogHead head_;
+  // The projections' generation in force when the view was taken: a rebuild that
+  // switches meanwhile does not change what the view reads.
+  rocksdb::ColumnFamilyHandle* state_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
 };
 
 // A rebuild of the projections into a new generation of their column families,
@@ -264,7 +268,10 @@ class EventLog {
   uint64_t ApproximateBytes() const;
 
   // The generation of the projections in force (0 for a new store).
-  uint64_t projection_generation() const { return projection_generation_; }
+  uint64_t projection_generation() const {
+    absl::MutexLock lock(&generation_mu_);
+    return projection_generation_;
+  }
 
   // Read-only logs: catch up with the writer's latest committed state.
   absl::Status CatchUp();
@@ -283,18 +290,29 @@ class EventLog {
   LogOptions options_;
   std::string secondary_dir_;  // read_only: RocksDB's secondary directory
   std::unique_ptr<rocksdb::DB> db_;
+  // Guards the projection generation in force and the handles list, which a
+  // rebuild changes while readers (queries on other threads) use them. Handles of
+  // a dropped generation stay open until the log closes, so a reader still on the
+  // old generation reads it whole.
+  mutable absl::Mutex generation_mu_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* log_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* event_ids_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* customers_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* sources_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* dead_letters_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* customer_state_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* projection_meta_cf_ = nullptr;
-  uint64_t projection_generation_ = 0;
-  rocksdb::ColumnFamilyHandle* ProjectionHandle(LogBatch::ProjectionCf cf) const {
-    return cf == LogBatch::ProjectionCf::kCustomerState ? customer_state_cf_
-                                                        : projection_meta_cf_;
+  rocksdb::ColumnFamilyHandle* customer_state_cf_ ABSL_GUARDED_BY(generation_mu_) = nullptr;
+  rocksdb::ColumnFamilyHandle* projection_meta_cf_ ABSL_GUARDED_BY(generation_mu_) = nullptr;
+  uint64_t projection_generation_ ABSL_GUARDED_BY(generation_mu_) = 0;
+  // The handle to read `cf` through: the snapshot's generation if one is given.
+  rocksdb::ColumnFamilyHandle* ProjectionHandle(LogBatch::ProjectionCf cf,
+                                                const LogSnapshot* snapshot = nullptr) const {
+    const bool state = cf == LogBatch::ProjectionCf::kCustomerState;
+    if (snapshot != nullptr && snapshot->state_cf_ != nullptr) {
+      return state ? snapshot->state_cf_ : snapshot->meta_cf_;
+    }
+    absl::MutexLock lock(&generation_mu_);
+    return state ? customer_state_cf_ : projection_meta_cf_;
   }
 
   mutable absl::Mutex head_mu_;

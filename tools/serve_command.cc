@@ -22,12 +22,14 @@
 #include "consumers/mock_cluster.h"
 #include "consumers/outbox.h"
 #include "engine/ingestor.h"
+#include "engine/status_macros.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "engine/clock.h"
 #include "engine/event_log.h"
 #include "projections/program.h"
 #include "projections/projector.h"
+#include "projections/replay.h"
 #include "server/grpc_server.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -174,8 +176,24 @@ int RunServe(const ServeArgs& args) {
   if (!log.ok()) return Fail(std::string(log.status().message()));
   auto program = LoadProgram(args.program_file);
   if (!program.ok()) return Fail(std::string(program.status().message()));
-  auto projector = Projector::Open(log->get(), *program);
-  if (!projector.ok()) return Fail(std::string(projector.status().message()));
+  // Projections built by other projection code (a version kept beside them) are
+  // rebuilt from the log in the background while the old ones keep answering;
+  // the switch is atomic (EventLog::CommitProjectionRebuild). Ingestion starts
+  // once the projections are current.
+  auto stored_version =
+      (*log)->GetProjection(LogBatch::ProjectionCf::kProjectionMeta, kMetaProjectionVersion);
+  if (!stored_version.ok() && !absl::IsNotFound(stored_version.status())) {
+    return Fail(std::string(stored_version.status().message()));
+  }
+  const bool outdated = stored_version.ok() && *stored_version != absl::StrCat(kProjectionVersion);
+  // Answers use the program in force in the store, or the configured one.
+  v1::Program answering = *program;
+  if (auto stored = (*log)->GetProjection(LogBatch::ProjectionCf::kProjectionMeta, kMetaProgram);
+      stored.ok()) {
+    v1::ProgramChange change;
+    if (!change.ParseFromString(*stored)) return Fail("the stored program does not decode");
+    if (change.version() > 0) answering = change.program();
+  }
 
   Metrics metrics;
   metrics.Describe("loyalty_log_length", "records in the event log");
@@ -187,6 +205,8 @@ int RunServe(const ServeArgs& args) {
   metrics.Describe("loyalty_dead_letters_total", "dead letters by reason");
   metrics.Describe("loyalty_messages_taken_total", "Kafka messages taken into batches (throughput)");
   metrics.Describe("loyalty_sweeps_total", "sweeps that looked at customers (records in the log)");
+  metrics.Describe("loyalty_projection_rebuild_records",
+                   "records replayed by the background projection rebuild");
   metrics.Gauge("loyalty_log_length") = static_cast<int64_t>((*log)->head().seq);
   metrics.Gauge("loyalty_log_bytes") = static_cast<int64_t>((*log)->ApproximateBytes());
 
@@ -207,26 +227,36 @@ int RunServe(const ServeArgs& args) {
     brokers = embedded->bootstrap_servers();
     std::fprintf(stderr, "loyalty serve: embedded Kafka bootstrap %s\n", brokers.c_str());
   }
-  Ingestor ingestor(log->get(), RealClock(), projector->get());
+  KafkaSourceOptions kafka;
+  kafka.brokers = brokers;
+  kafka.topic = args.topic;
+  kafka.group = args.group;
+  for (const std::string& kv : args.kafka_config) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return Fail(absl::StrCat("--kafka-config ", kv, " is not KEY=VALUE"));
+    }
+    kafka.config.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+
+  // The write side: the projector, the ingest loop and the outbox. Started now, or
+  // once a background rebuild has finished.
+  std::unique_ptr<Projector> projector;
+  std::unique_ptr<Ingestor> ingestor;
   std::unique_ptr<IngestLoop> loop;
   std::unique_ptr<Outbox> outbox;
-  if (!brokers.empty()) {
-    KafkaSourceOptions kafka;
-    kafka.brokers = brokers;
-    kafka.topic = args.topic;
-    kafka.group = args.group;
-    for (const std::string& kv : args.kafka_config) {
-      const size_t eq = kv.find('=');
-      if (eq == std::string::npos || eq == 0) {
-        return Fail(absl::StrCat("--kafka-config ", kv, " is not KEY=VALUE"));
-      }
-      kafka.config.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-    }
-    EventLog* writer = log->get();
-    Metrics* m = &metrics;
-    auto sink = [&ingestor, writer, m](const std::vector<InputMessage>& batch) -> absl::Status {
+  std::atomic<IngestLoop*> loop_ptr{nullptr};
+  std::atomic<Outbox*> outbox_ptr{nullptr};
+  EventLog* writer = log->get();
+  Metrics* m = &metrics;
+  auto start_writing = [&]() -> absl::Status {
+    LOYALTY_ASSIGN_OR_RETURN(projector, Projector::Open(writer, *program));
+    if (brokers.empty()) return absl::OkStatus();  // queries only
+    ingestor = std::make_unique<Ingestor>(writer, RealClock(), projector.get());
+    Ingestor* ing = ingestor.get();
+    auto sink = [ing, writer, m](const std::vector<InputMessage>& batch) -> absl::Status {
       const auto start = std::chrono::steady_clock::now();
-      auto counts = ingestor.IngestBatch(batch);
+      auto counts = ing->IngestBatch(batch);
       if (!counts.ok()) return counts.status();
       m->Latency("loyalty_batch_duration_seconds")
           .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -243,34 +273,57 @@ int RunServe(const ServeArgs& args) {
       m->Gauge("loyalty_log_length") = static_cast<int64_t>(writer->head().seq);
       return absl::OkStatus();
     };
-    auto source = KafkaSource::Create(kafka, log->get(), sink);
-    if (!source.ok()) return Fail(std::string(source.status().message()));
-    loop = std::make_unique<IngestLoop>(std::move(*source), &ingestor,
-                                        absl::Seconds(args.sweep_interval_s), &metrics);
+    LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<KafkaSource> source,
+                             KafkaSource::Create(kafka, writer, sink));
+    loop = std::make_unique<IngestLoop>(std::move(source), ing,
+                                        absl::Seconds(args.sweep_interval_s), m);
     OutboxOptions outbox_options;
     outbox_options.brokers = brokers;
     outbox_options.config = kafka.config;
-    auto started = Outbox::Start(outbox_options, log->get());
-    if (!started.ok()) return Fail(std::string(started.status().message()));
-    outbox = std::move(*started);
+    LOYALTY_ASSIGN_OR_RETURN(outbox, Outbox::Start(outbox_options, writer));
+    loop->Start();
+    loop_ptr = loop.get();
+    outbox_ptr = outbox.get();
+    std::fprintf(stderr, "loyalty serve: consuming %s from %s as group %s\n", args.topic.c_str(),
+                 brokers.c_str(), args.group.c_str());
+    return absl::OkStatus();
+  };
+
+  std::thread rebuild_thread;
+  std::atomic<bool> rebuilt{!outdated};
+  absl::Status rebuild_status;
+  if (outdated) {
+    std::fprintf(stderr,
+                 "loyalty serve: the projections were built by projection version %s, this "
+                 "engine is %u: rebuilding them from the log in the background; queries are "
+                 "answered from the old ones until the switch, ingestion starts after it\n",
+                 stored_version->c_str(), kProjectionVersion);
+    rebuild_thread = std::thread([&] {
+      auto report = RebuildProjections(writer, [m](uint64_t records) {
+        m->Gauge("loyalty_projection_rebuild_records") = static_cast<int64_t>(records);
+      });
+      rebuild_status = report.status();
+      rebuilt = true;
+    });
+  } else if (absl::Status s = start_writing(); !s.ok()) {
+    return Fail(std::string(s.message()));
   }
-  QueryService service(log->get(), RealClock(),
-                       std::make_shared<Rules>((*projector)->rules()));
+
+  QueryService service(log->get(), RealClock(), std::make_shared<Rules>(answering));
   const EventLog* log_ptr = log->get();
-  IngestLoop* loop_ptr = loop.get();
-  Outbox* outbox_ptr = outbox.get();
   Metrics* metrics_ptr = &metrics;
-  auto health = [log_ptr, loop_ptr, outbox_ptr, metrics_ptr]() -> absl::Status {
+  auto health = [log_ptr, &loop_ptr, &outbox_ptr, metrics_ptr]() -> absl::Status {
     auto snap = log_ptr->TakeSnapshot();  // the store answers
     if (!snap.ok()) return snap.status();
     metrics_ptr->Gauge("loyalty_log_bytes") = static_cast<int64_t>(log_ptr->ApproximateBytes());
-    if (outbox_ptr != nullptr) {
-      metrics_ptr->Gauge("loyalty_outbox_cursor") = static_cast<int64_t>(outbox_ptr->cursor());
-      if (absl::Status s = outbox_ptr->health(); !s.ok()) {
+    if (Outbox* outbox = outbox_ptr.load(); outbox != nullptr) {
+      metrics_ptr->Gauge("loyalty_outbox_cursor") = static_cast<int64_t>(outbox->cursor());
+      if (absl::Status s = outbox->health(); !s.ok()) {
         return absl::UnavailableError(absl::StrCat("publishing is failing: ", s.message()));
       }
     }
-    return loop_ptr != nullptr ? loop_ptr->health() : absl::OkStatus();
+    IngestLoop* loop = loop_ptr.load();
+    return loop != nullptr ? loop->health() : absl::OkStatus();
   };
   auto http_server = HttpServer::Start(&service, &metrics, health, http);
   if (!http_server.ok()) return Fail(std::string(http_server.status().message()));
@@ -280,20 +333,39 @@ int RunServe(const ServeArgs& args) {
                args.data_dir.c_str(), static_cast<unsigned long long>((*log)->head().seq),
                http.host.c_str(), (*http_server)->port(), (*grpc_server)->port());
 
-  if (loop != nullptr) {
-    loop->Start();
-    std::fprintf(stderr, "loyalty serve: consuming %s from %s as group %s\n", args.topic.c_str(),
-                 brokers.c_str(), args.group.c_str());
-  }
-
+  // Wait for a stop signal; meanwhile, start writing once a rebuild is done.
   int signal_number = 0;
-  sigwait(&stop, &signal_number);
-  std::fprintf(stderr, "loyalty serve: signal %d, stopping\n", signal_number);
+  int exit_code = 0;
+  bool writing = !outdated;
+  while (true) {
+    if (!writing && rebuilt) {
+      rebuild_thread.join();
+      writing = true;
+      absl::Status s = rebuild_status;
+      if (s.ok()) {
+        std::fprintf(stderr, "loyalty serve: projections rebuilt (generation %llu), switched\n",
+                     static_cast<unsigned long long>((*log)->projection_generation()));
+        s = start_writing();
+      }
+      if (!s.ok()) {
+        std::fprintf(stderr, "loyalty serve: %s\n", std::string(s.message()).c_str());
+        exit_code = 1;
+        break;
+      }
+    }
+    const timespec tick{0, 200'000'000};
+    signal_number = sigtimedwait(&stop, nullptr, &tick);
+    if (signal_number > 0) {
+      std::fprintf(stderr, "loyalty serve: signal %d, stopping\n", signal_number);
+      break;
+    }
+  }
+  if (rebuild_thread.joinable()) rebuild_thread.join();  // a rebuild is not interrupted
   if (loop != nullptr) loop->Stop();  // finishes its batch, leaves the group
   if (outbox != nullptr) outbox->Stop();  // the rest is published after a restart
   (*grpc_server)->Stop();
   (*http_server)->Stop();
-  return 0;
+  return exit_code;
 }
 
 }  // namespace

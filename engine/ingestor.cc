@@ -11,6 +11,8 @@
 #include "engine/sha256.h"
 #include "engine/status_macros.h"
 #include "engine/validation.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace loyalty {
@@ -39,6 +41,20 @@ InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t fu
   auto event = DecodeEvent(raw, encoding);
   if (!event.ok()) {
     v.rejection = {v1::UNDECODABLE, std::string(event.status().message())};
+    // JSON that is well-formed but not an Event (a value of the wrong type, a bad
+    // timestamp) often still names its event: keep the id, so the dead letter is
+    // found by it (GET /v1/events/{id}).
+    google::protobuf::Struct fields;
+    if (encoding == v1::ENCODING_JSON &&
+        google::protobuf::util::JsonStringToMessage(std::string(raw), &fields).ok()) {
+      for (const char* name : {"eventId", "event_id"}) {
+        auto it = fields.fields().find(name);
+        if (it != fields.fields().end() && it->second.has_string_value()) {
+          v.event.set_event_id(it->second.string_value());
+          break;
+        }
+      }
+    }
     return v;
   }
   v.event = std::move(*event);  // kept for a dead letter too: its event id is indexed

@@ -276,6 +276,23 @@ TEST_CASE("a dead letter does not reserve its event_id: a corrected resend is ap
   REQUIRE(h.Ingest({kPurchase}).applied == 1);
 }
 
+TEST_CASE("a JSON dead letter that names its event_id is found by it") {
+  // A checkout that published a malformed event learns it was dead-lettered.
+  Harness h;
+  const std::string bad =
+      R"({"eventId":"e-9","customerId":"c-1","occurredAt":"2026-01-05T10:00:00Z","redemption":{"redemptionId":"r","points":"ten"}})";
+  REQUIRE(h.Ingest({bad}).dead_letters == 1);
+  CHECK(h.Last().dead_letter().reason() == v1::UNDECODABLE);
+  auto found = h.log().DeadLettersOf("e-9");
+  REQUIRE(found.ok());
+  CHECK(*found == std::vector<uint64_t>{h.log().head().seq});
+  // Not JSON at all: no id to keep, nothing indexed.
+  REQUIRE(h.Ingest({R"({"eventId":"e-10",)"}).dead_letters == 1);
+  auto none = h.log().DeadLettersOf("e-10");
+  REQUIRE(none.ok());
+  CHECK(none->empty());
+}
+
 TEST_CASE("the future check uses the clock reading at ingest") {
   // Proves: the same event is a dead letter before the clock reaches it and applied
   // once the clock is within 24 hours.

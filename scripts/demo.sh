@@ -2,7 +2,8 @@
 # The main job on the embedded default: installs what is missing, builds, starts
 # the engine on an in-process mock Kafka cluster, produces a realistic stream into
 # it (skewed customers, the full event mix, a share of malformed messages and
-# duplicates), waits until every message is applied, shows what a user came for,
+# duplicates), waits until every message is applied, shows what a user came for
+# (balances, tiers, churn, stats, dead letters, the outcomes and signals topics),
 # stops the engine cleanly and audits the log.
 #   scripts/demo.sh [--events N] [--customers N]
 set -euo pipefail
@@ -22,6 +23,7 @@ work=$(mktemp -d /tmp/loyalty-demo-XXXXXX)
 data="$work/data"
 echo "== starting the engine on an embedded Kafka cluster (data in $data)"
 build/loyalty serve --data-dir "$data" --embedded-kafka --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
+  --sweep-interval 5 \
   > "$work/serve.log" 2>&1 &
 serve_pid=$!
 trap 'kill -TERM "$serve_pid" 2>/dev/null || true' EXIT
@@ -67,6 +69,26 @@ curl -s "localhost:$port/v1/stats"; echo
 echo
 echo "== what became of the messages, and the dead letters by reason (GET /metrics)"
 curl -s "localhost:$port/metrics" | grep -E '^loyalty_(events_total|dead_letters_total|consumer_lag|log_length)'
+
+echo
+echo "== waiting until the outbox has published the whole log (loyalty_outbox_cursor = loyalty_log_length)"
+for _ in $(seq 1 300); do
+  metrics=$(curl -s "localhost:$port/metrics")
+  cursor=$(echo "$metrics" | awk '$1 == "loyalty_outbox_cursor" { print $2 }')
+  length=$(echo "$metrics" | awk '$1 == "loyalty_log_length" { print $2 }')
+  [ -n "$cursor" ] && [ "$cursor" = "$length" ] && break
+  sleep 0.2
+done
+echo "outbox cursor ${cursor:-?} of ${length:-?} records"
+
+echo
+echo "== what downstream systems receive (kcat on the output topics; the mock keeps ~5 MiB a partition)"
+echo "\$ kcat -C -b \$brokers -t loyalty.events.dlq -o -3 -e   # dead letters: original bytes, reason headers"
+kcat -C -q -b "$brokers" -t loyalty.events.dlq -o -3 -e -f 'headers: %h\n  value: %s\n' | cut -c1-220
+echo "\$ kcat -C -b \$brokers -t loyalty.outcomes -p 0 -o -2 -e   # one per applied event"
+kcat -C -q -b "$brokers" -t loyalty.outcomes -p 0 -o -2 -e -f 'key %k  %h\n  %s\n' | cut -c1-400
+echo "\$ kcat -C -b \$brokers -t loyalty.signals -p 0 -o -6 -e   # tier, churn risk, expiring points"
+kcat -C -q -b "$brokers" -t loyalty.signals -p 0 -o -6 -e -f 'key %k  %s\n'
 
 echo
 echo "== stopping the engine (SIGTERM: the batch in progress finishes, exit 0)"

@@ -121,6 +121,23 @@ TEST_CASE("HTTP answers equal the projections' own, as of any time") {
   CHECK(alice_churn->body.find("\"recencyRatio\":1.5") != std::string::npos);
 }
 
+TEST_CASE("ids with a slash (sent as %2F) and lowercase RFC 3339 letters are answered") {
+  // RFC 3339 allows 't' and 'z'; a customer id may hold '/', which a client
+  // percent-encodes in the path.
+  LedgerHarness h;
+  h.Purchase("shop/alice", Day(0), "o1", 60000);  // 600 points, pending until day 14
+  Servers s(h);
+  auto r = s.Get("/v1/customers/shop%2Falice/balance?as_of=2026-01-20t00:00:00z");
+  INFO(r->body);
+  REQUIRE(r->status == 200);
+  auto b = FromJson<v1::Balance>(r->body);
+  CHECK(b.customer_id() == "shop/alice");
+  CHECK(b.available() == 600);
+  CHECK(s.Get("/v1/customers/shop%2Falice/tier")->status == 200);
+  CHECK(s.Get("/v1/events/ev-1")->status == 200);
+  CHECK(s.Get("/v1/customers/shop%2Fbob/balance")->status == 404);
+}
+
 TEST_CASE("bad requests are 400 or 404 with a JSON error body, never 500") {
   // Proves the error contract of interfaces.md over HTTP.
   LedgerHarness h;

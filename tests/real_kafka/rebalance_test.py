@@ -102,9 +102,6 @@ def main():
     taken(s3, "phase B3 (leave and rejoin mid-stream)")
 
     ref_srv = rk.Serve(a.loyalty, ref_dir, a.work, name="ref-serve")
-    _, kafka_len = s3.progress()
-    _, ref_len = ref_srv.progress()
-    f.equal(kafka_len, ref_len, "log length (records)")
     # Every phase was taken before the partition count changed, so each customer's own
     # events kept their order; only referrals (two customers, maybe two partitions)
     # may have interleaved otherwise than in the file.

@@ -31,8 +31,8 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
     s->set_customer_id(state->customer_id());
     s->set_kind(v1::TIER_CHANGED);
     s->set_at(t);
-    s->set_tier(TierName(tier));
-    s->set_previous_tier(TierName(static_cast<Tier>(last->tier())));
+    s->mutable_tier_changed()->set_tier(TierName(tier));
+    s->mutable_tier_changed()->set_previous_tier(TierName(static_cast<Tier>(last->tier())));
     last->set_tier(static_cast<int32_t>(tier));
   }
   // The tier can only fall when an order's status lapses.
@@ -48,8 +48,9 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
     s->set_customer_id(state->customer_id());
     s->set_kind(v1::CHURN_RISK_CHANGED);
     s->set_at(t);
-    s->set_risk_level(RiskLevelName(churn.risk_level));
-    s->set_previous_risk_level(RiskLevelName(static_cast<RiskLevel>(last->risk_level())));
+    s->mutable_risk_changed()->set_risk_level(RiskLevelName(churn.risk_level));
+    s->mutable_risk_changed()->set_previous_risk_level(
+        RiskLevelName(static_cast<RiskLevel>(last->risk_level())));
     last->set_risk_level(static_cast<int32_t>(churn.risk_level));
   }
   if (churn.last_purchase_at.has_value()) {
@@ -75,9 +76,10 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
       s->set_customer_id(state->customer_id());
       s->set_kind(v1::POINTS_EXPIRING);
       s->set_at(t);
-      s->set_lot_id(lot.id());
-      s->set_points(lot.remaining());
-      s->set_expires_at(lot.expires_at());
+      v1::LotExpiring* expiring = s->mutable_points_expiring();
+      expiring->set_lot_id(lot.id());
+      expiring->set_points(lot.remaining());
+      expiring->set_expires_at(lot.expires_at());
       last->add_expiring_lots(lot.id());
     } else if (was_announced) {
       last->add_expiring_lots(lot.id());

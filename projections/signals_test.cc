@@ -21,14 +21,15 @@ using testing::LedgerHarness;
 std::string Describe(const v1::Signal& s) {
   switch (s.kind()) {
     case v1::TIER_CHANGED:
-      return absl::StrCat(s.customer_id(), " tier ", s.previous_tier(), "->", s.tier(), " at ",
-                          s.at());
+      return absl::StrCat(s.customer_id(), " tier ", s.tier_changed().previous_tier(), "->",
+                          s.tier_changed().tier(), " at ", s.at());
     case v1::CHURN_RISK_CHANGED:
-      return absl::StrCat(s.customer_id(), " risk ", s.previous_risk_level(), "->",
-                          s.risk_level(), " at ", s.at());
+      return absl::StrCat(s.customer_id(), " risk ", s.risk_changed().previous_risk_level(), "->",
+                          s.risk_changed().risk_level(), " at ", s.at());
     case v1::POINTS_EXPIRING:
-      return absl::StrCat(s.customer_id(), " expiring lot ", s.lot_id(), " ", s.points(),
-                          " points at ", s.expires_at(), " (at ", s.at(), ")");
+      return absl::StrCat(s.customer_id(), " expiring lot ", s.points_expiring().lot_id(), " ",
+                          s.points_expiring().points(), " points at ",
+                          s.points_expiring().expires_at(), " (at ", s.at(), ")");
     default:
       return "unknown";
   }

@@ -326,13 +326,18 @@ TEST_CASE("kafka: the outbox publishes dead letters and outcomes, each with its 
     std::string tier = "BRONZE", risk = "NEW";
     for (const v1::Signal& s : list) {
       if (s.kind() == v1::TIER_CHANGED) {
-        CHECK(s.previous_tier() == tier);
-        CHECK(s.tier() != tier);
-        tier = s.tier();
+        REQUIRE(s.has_tier_changed());
+        CHECK(s.tier_changed().previous_tier() == tier);
+        CHECK(s.tier_changed().tier() != tier);
+        tier = s.tier_changed().tier();
       } else if (s.kind() == v1::CHURN_RISK_CHANGED) {
-        CHECK(s.previous_risk_level() == risk);
-        CHECK(s.risk_level() != risk);
-        risk = s.risk_level();
+        REQUIRE(s.has_risk_changed());
+        CHECK(s.risk_changed().previous_risk_level() == risk);
+        CHECK(s.risk_changed().risk_level() != risk);
+        risk = s.risk_changed().risk_level();
+      } else {
+        REQUIRE(s.kind() == v1::POINTS_EXPIRING);
+        CHECK(s.points_expiring().points() > 0);
       }
     }
   }

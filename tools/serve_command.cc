@@ -80,7 +80,11 @@ class IngestLoop {
         metrics_(metrics) {}
   ~IngestLoop() { Stop(); }
 
-  void Start() { thread_ = std::thread([this] { Run(); }); }
+  // `outbox` (optional, not owned) is reported in /metrics after every poll.
+  void Start(const Outbox* outbox) {
+    outbox_ = outbox;
+    thread_ = std::thread([this] { Run(); });
+  }
   // Finishes the batch in progress, leaves the group.
   void Stop() {
     stop_ = true;
@@ -125,6 +129,9 @@ class IngestLoop {
         taken_at_report = taken;
       }
       metrics_->Gauge("loyalty_consumer_lag") = source_->lag();
+      if (outbox_ != nullptr) {
+        metrics_->Gauge("loyalty_outbox_cursor") = static_cast<int64_t>(outbox_->cursor());
+      }
       metrics_->Gauge("loyalty_rebalances") = static_cast<int64_t>(source_->rebalances());
     }
     source_->Close();
@@ -132,6 +139,7 @@ class IngestLoop {
 
   std::unique_ptr<KafkaSource> source_;
   Ingestor* ingestor_;
+  const Outbox* outbox_ = nullptr;
   absl::Duration sweep_interval_;
   Metrics* metrics_;
   std::atomic<bool> stop_{false};
@@ -204,6 +212,7 @@ int RunServe(const ServeArgs& args) {
   metrics.Describe("loyalty_rebalances", "consumer group rebalances seen");
   metrics.Describe("loyalty_dead_letters_total", "dead letters by reason");
   metrics.Describe("loyalty_messages_taken_total", "Kafka messages taken into batches (throughput)");
+  metrics.Describe("loyalty_outbox_cursor", "the last log record published to Kafka");
   metrics.Describe("loyalty_sweeps_total", "sweeps that looked at customers (records in the log)");
   metrics.Describe("loyalty_projection_rebuild_records",
                    "records replayed by the background projection rebuild");
@@ -281,7 +290,7 @@ int RunServe(const ServeArgs& args) {
     outbox_options.brokers = brokers;
     outbox_options.config = kafka.config;
     LOYALTY_ASSIGN_OR_RETURN(outbox, Outbox::Start(outbox_options, writer));
-    loop->Start();
+    loop->Start(outbox.get());
     loop_ptr = loop.get();
     outbox_ptr = outbox.get();
     std::fprintf(stderr, "loyalty serve: consuming %s from %s as group %s\n", args.topic.c_str(),

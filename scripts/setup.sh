@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
 done
 
 packages=(
-  build-essential cmake pkg-config ccache git
+  build-essential cmake pkg-config ccache git clang
   librdkafka-dev librocksdb-dev libprotobuf-dev protobuf-compiler libabsl-dev
   catch2 libgrpc++-dev protobuf-compiler-grpc libssl-dev libcpp-httplib-dev
   libcli11-dev kcat curl

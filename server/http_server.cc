@@ -7,14 +7,12 @@
 #include <deque>
 #include <mutex>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
 #include "google/protobuf/util/json_util.h"
-#include "google/protobuf/util/time_util.h"
 #include "httplib.h"
+#include "server/http_params.h"
 
 namespace loyalty {
 namespace {
@@ -119,66 +117,6 @@ void SendMessage(httplib::Response& res, const google::protobuf::Message& m) {
   res.set_content(ToJson(m) + "\n", "application/json");
 }
 
-absl::Status ParseTime(const std::string& name, const std::string& text,
-                       google::protobuf::Timestamp* out) {
-  // RFC 3339 allows a lowercase 't' and 'z'; protobuf's parser takes only capitals
-  // (no other letter is valid in the format, so capitalizing changes nothing else).
-  std::string upper = text;
-  for (char& c : upper) c = absl::ascii_toupper(static_cast<unsigned char>(c));
-  if (!google::protobuf::util::TimeUtil::FromString(upper, out)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, " '", text, "' is not an RFC 3339 time (e.g. 2026-01-05T10:00:00Z)"));
-  }
-  out->set_nanos(0);  // times are taken to the second
-  return absl::OkStatus();
-}
-
-absl::Status ParseInt(const std::string& name, const std::string& text, int64_t lo, int64_t hi,
-                      int64_t* out) {
-  if (!absl::SimpleAtoi(text, out) || *out < lo || *out > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, " '", text, "' is not a whole number in [", lo, ", ", hi, "]"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ParseRead(const httplib::Request& req, v1::ReadOptions* read) {
-  if (req.has_param("as_of")) {
-    if (auto s = ParseTime("as_of", req.get_param_value("as_of"), read->mutable_as_of()); !s.ok()) {
-      return s;
-    }
-  }
-  if (req.has_param("after")) {
-    const std::string after = req.get_param_value("after");
-    if (auto p = ParseAfter(after); !p.ok()) return p.status();
-    read->set_after(after);
-  }
-  int64_t v = 0;
-  if (req.has_param("after_seq")) {
-    if (auto s = ParseInt("after_seq", req.get_param_value("after_seq"), 1, INT64_MAX, &v);
-        !s.ok()) {
-      return s;
-    }
-    read->set_after_seq(static_cast<uint64_t>(v));
-  }
-  if (req.has_param("wait_ms")) {
-    if (auto s = ParseInt("wait_ms", req.get_param_value("wait_ms"), 0, INT64_MAX, &v); !s.ok()) {
-      return s;
-    }
-    read->set_wait_ms(v);
-  }
-  return absl::OkStatus();
-}
-
-template <typename E>
-absl::Status ParseEnum(const std::string& name, const std::string& text,
-                       bool (*parse)(const std::string&, E*), E* out) {
-  if (!parse(text, out)) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " '", text, "' is not a known value"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
@@ -230,8 +168,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   auto customer_route = [&](const std::string& name, auto call) {
     return route(name, true, [service, call](const httplib::Request& req, httplib::Response& res) {
       v1::CustomerRequest request;
-      request.set_customer_id(req.matches[1]);
-      if (auto s = ParseRead(req, request.mutable_read()); !s.ok()) return s;
+      if (auto s = ParseCustomerRequest(req.matches[1], req.params, &request); !s.ok()) return s;
       auto answer = (service->*call)(request);
       if (!answer.ok()) return answer.status();
       SendMessage(res, *answer);
@@ -244,18 +181,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   svr->Get(R"(/v1/customers/(.+)/statement)",
            route("statement", true, [service](const httplib::Request& req, httplib::Response& res) {
              v1::StatementRequest request;
-             request.set_customer_id(req.matches[1]);
-             if (auto s = ParseRead(req, request.mutable_read()); !s.ok()) return s;
-             if (req.has_param("from")) {
-               if (auto s = ParseTime("from", req.get_param_value("from"), request.mutable_from());
-                   !s.ok()) {
-                 return s;
-               }
-             }
-             if (req.has_param("to")) {
-               if (auto s = ParseTime("to", req.get_param_value("to"), request.mutable_to()); !s.ok()) {
-                 return s;
-               }
+             if (auto s = ParseStatementRequest(req.matches[1], req.params, &request); !s.ok()) {
+               return s;
              }
              auto answer = service->GetStatement(request);
              if (!answer.ok()) return answer.status();
@@ -265,34 +192,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   svr->Get("/v1/customers",
            route("customers", true, [service](const httplib::Request& req, httplib::Response& res) {
              v1::ListCustomersRequest request;
-             if (auto s = ParseRead(req, request.mutable_read()); !s.ok()) return s;
-             if (req.has_param("risk_level")) {
-               v1::RiskLevel level;
-               if (auto s = ParseEnum("risk_level", req.get_param_value("risk_level"),
-                                      &v1::RiskLevel_Parse, &level);
-                   !s.ok()) {
-                 return s;
-               }
-               request.set_risk_level(level);
+             if (auto s = ParseListCustomersRequest(req.params, service->limits().max_page_size,
+                                                    &request);
+                 !s.ok()) {
+               return s;
              }
-             if (req.has_param("tier")) {
-               v1::Tier tier;
-               if (auto s = ParseEnum("tier", req.get_param_value("tier"), &v1::Tier_Parse, &tier);
-                   !s.ok()) {
-                 return s;
-               }
-               request.set_tier(tier);
-             }
-             if (req.has_param("limit")) {
-               int64_t limit = 0;
-               if (auto s = ParseInt("limit", req.get_param_value("limit"), 1,
-                                     service->limits().max_page_size, &limit);
-                   !s.ok()) {
-                 return s;
-               }
-               request.set_limit(static_cast<int32_t>(limit));
-             }
-             request.set_page_token(req.get_param_value("page_token"));
              auto answer = service->ListCustomers(request);
              if (!answer.ok()) return answer.status();
              SendMessage(res, *answer);
@@ -301,7 +205,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   svr->Get("/v1/stats",
            route("stats", true, [service](const httplib::Request& req, httplib::Response& res) {
              v1::StatsRequest request;
-             if (auto s = ParseRead(req, request.mutable_read()); !s.ok()) return s;
+             if (auto s = ParseStatsRequest(req.params, &request); !s.ok()) return s;
              auto answer = service->GetStats(request);
              if (!answer.ok()) return answer.status();
              SendMessage(res, *answer);
@@ -310,14 +214,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   svr->Get(R"(/v1/events/(.+))",
            route("event", true, [service](const httplib::Request& req, httplib::Response& res) {
              v1::EventRequest request;
-             request.set_event_id(req.matches[1]);
-             if (req.has_param("wait_ms")) {
-               int64_t wait = 0;
-               if (auto s = ParseInt("wait_ms", req.get_param_value("wait_ms"), 0, INT64_MAX, &wait);
-                   !s.ok()) {
-                 return s;
-               }
-               request.set_wait_ms(wait);
+             if (auto s = ParseEventRequest(req.matches[1], req.params, &request); !s.ok()) {
+               return s;
              }
              auto answer = service->GetEvent(request);
              if (!answer.ok()) return answer.status();

@@ -157,6 +157,10 @@ TEST_CASE("bad requests are 400 or 404 with a JSON error body, never 500") {
       {"/v1/customers?limit=ten", 400},
       {"/v1/customers?page_token=zz", 400},
       {"/v1/customers?page_token=abcd", 400},
+      // Well-formed tokens whose as_of no Timestamp can hold (hex of
+      // "9223372036854775807:alice" and "-9223372036854775808:"): found by tests/fuzz.
+      {"/v1/customers?page_token=393232333337323033363835343737353830373a616c696365", 400},
+      {"/v1/customers?page_token=2d393232333337323033363835343737353830383a", 400},
       {"/v1/customers?tier=GOLDEN", 400},
       {"/v1/customers?risk_level=maybe", 400},
       {"/v1/customers/alice/statement?from=now", 400},

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Smoke check of `loyalty bench` (CTest `bench: smoke ...`).
+
+Runs `LOYALTY bench SCENARIO --json FILE ARGS...` and checks that it exits 0 and that
+the JSON names the expected scenario results, each with the expected keys holding
+positive numbers.
+
+usage: bench_check.py LOYALTY SCENARIO RESULT:KEY[,KEY...] ... -- ARGS...
+Exit 77 (CTest's skip) when the scenario reports a missing prerequisite
+(PostgreSQL not installed).
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def main():
+    argv = sys.argv[1:]
+    sep = argv.index("--") if "--" in argv else len(argv)
+    loyalty, scenario, expectations, extra = argv[0], argv[1], argv[2:sep], argv[sep + 1:]
+    with tempfile.TemporaryDirectory(prefix="bench-smoke-") as tmp:
+        out = os.path.join(tmp, "bench.json")
+        cmd = [loyalty, "bench", scenario, "--json", out, "--work-dir", os.path.join(tmp, "w")] + extra
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=300)
+        print(proc.stdout)
+        if "not installed" in proc.stdout:
+            print("SKIP: a prerequisite is missing")
+            return 77
+        if proc.returncode != 0:
+            print(f"FAIL: exit {proc.returncode}")
+            return 1
+        with open(out) as f:
+            doc = json.load(f)
+    for key in ("args", "machine", "scenarios", "ratios", "targets", "failures"):
+        if key not in doc:
+            print(f"FAIL: no '{key}' in the JSON")
+            return 1
+    bad = []
+    for exp in expectations:
+        name, keys = exp.split(":", 1)
+        result = doc["scenarios"].get(name)
+        if result is None:
+            bad.append(f"no scenario result '{name}'")
+            continue
+        for key in keys.split(","):
+            v = result.get(key)
+            if not isinstance(v, (int, float)) or not v > 0:
+                bad.append(f"{name}.{key} = {v!r}, not a positive number")
+    if bad:
+        print("FAIL:\n  " + "\n  ".join(bad))
+        return 1
+    print("OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

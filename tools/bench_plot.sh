@@ -1,0 +1,68 @@
+#!/bin/sh
+# Plots of docs/benchmarks.md from `loyalty bench --plot-data DIR` (gnuplot-nox;
+# tools/bench_setup.sh installs it). usage: tools/bench_plot.sh DIR OUT_DIR
+set -eu
+data=$1
+out=$2
+mkdir -p "$out"
+plot_lines() {  # title file... : "file|label" pairs for gnuplot
+  sep=""
+  for pair in "$@"; do
+    f=${pair%%|*}
+    label=${pair#*|}
+    [ -s "$data/$f" ] || continue
+    printf '%s"%s/%s" using %s with lines lw 2 title "%s"' "$sep" "$data" "$f" "$USING" "$label"
+    sep=", "
+  done
+}
+USING='1:($2/1000)'
+gnuplot <<GP
+set terminal pngcairo size 900,500
+set output "$out/bench-throughput.png"
+set title "Throughput over time (events/s, 0.5 s samples; 2 shared cores)"
+set xlabel "seconds since start"
+set ylabel "thousand events/s"
+set key outside right
+set grid
+plot $(plot_lines \
+  "ingest-file.throughput.csv|file ingest (JSON lines)" \
+  "ingest-kafka-mock-protobuf.throughput.csv|Kafka mock, protobuf" \
+  "ingest-kafka-mock-json.throughput.csv|Kafka mock, JSON" \
+  "ingest-kafka-broker-protobuf.throughput.csv|Kafka broker, protobuf" \
+  "postgres.throughput.csv|PostgreSQL peer")
+GP
+USING='1:2'
+gnuplot <<GP
+set terminal pngcairo size 900,500
+set output "$out/bench-batch-latency.png"
+set title "Batch latency (one WriteBatch + WAL fsync; PostgreSQL: one transaction of 1000)"
+set xlabel "latency (ms, log scale)"
+set ylabel "fraction of batches (1 - 10^-k scale)"
+set logscale x
+set key bottom right
+set grid
+set yrange [0:1]
+plot $(plot_lines \
+  "ingest-file.batch_latency_cdf.csv|file ingest, 4096/batch" \
+  "ingest-kafka-mock-protobuf.batch_latency_cdf.csv|Kafka mock protobuf" \
+  "ingest-kafka-mock-json.batch_latency_cdf.csv|Kafka mock JSON" \
+  "postgres.batch_latency_cdf.csv|PostgreSQL, 1000/batch")
+GP
+gnuplot <<GP
+set terminal pngcairo size 900,500
+set output "$out/bench-query-latency.png"
+set title "Query latency distribution (balance)"
+set xlabel "latency (ms, log scale)"
+set ylabel "fraction of requests"
+set logscale x
+set key bottom right
+set grid
+set yrange [0:1]
+plot $(plot_lines \
+  "query.http_balance_c16_latency_cdf.csv|HTTP, 16 clients, idle" \
+  "query.grpc_balance_c16_latency_cdf.csv|gRPC, 16 clients, idle" \
+  "query.ingesting_http_balance_c16_latency_cdf.csv|HTTP, 16 clients, ingesting" \
+  "query.ingesting_http_balance_paced10000_latency_cdf.csv|HTTP paced 10k QPS, ingesting" \
+  "query.idle_http_balance_paced10000_latency_cdf.csv|HTTP paced 10k QPS, idle")
+GP
+echo "plots in $out"

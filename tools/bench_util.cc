@@ -1,0 +1,174 @@
+// What the bench scenarios share: latencies, RSS, sampling, disk usage.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "rocksdb/convenience.h"
+#include "rocksdb/db.h"
+#include "rocksdb/utilities/options_util.h"
+#include "tools/bench.h"
+#include "tools/produce.h"
+
+namespace loyalty::bench {
+
+void Latencies::Merge(const Latencies& other) {
+  samples_.insert(samples_.end(), other.samples_.begin(), other.samples_.end());
+  sorted_ = false;
+}
+
+void Latencies::Sort() {
+  if (!sorted_) std::sort(samples_.begin(), samples_.end());
+  sorted_ = true;
+}
+
+double Latencies::Quantile(double q) {
+  if (samples_.empty()) return 0;
+  Sort();
+  size_t i = static_cast<size_t>(q * static_cast<double>(samples_.size()));
+  if (i >= samples_.size()) i = samples_.size() - 1;
+  return samples_[i];
+}
+
+double Latencies::Max() {
+  if (samples_.empty()) return 0;
+  Sort();
+  return samples_.back();
+}
+
+void Latencies::Report(const std::string& name, BenchResult* result) {
+  result->figures[name + "_p50_ms"] = Quantile(0.50) * 1e3;
+  result->figures[name + "_p99_ms"] = Quantile(0.99) * 1e3;
+  result->figures[name + "_max_ms"] = Max() * 1e3;
+}
+
+std::vector<std::vector<double>> Latencies::Cdf(size_t points) {
+  std::vector<std::vector<double>> rows;
+  if (samples_.empty() || points == 0) return rows;
+  Sort();
+  for (size_t k = 0; k < points; ++k) {
+    // Denser towards the tail: fractions 1 - 10^(-4 k / points).
+    const double q = 1.0 - std::pow(10.0, -4.0 * static_cast<double>(k) / points);
+    rows.push_back({Quantile(q) * 1e3, q});
+  }
+  rows.push_back({Max() * 1e3, 1.0});
+  return rows;
+}
+
+namespace {
+uint64_t StatusKb(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const size_t n = std::strlen(field);
+  while (std::getline(in, line)) {
+    if (line.compare(0, n, field) == 0) return std::strtoull(line.c_str() + n, nullptr, 10);
+  }
+  return 0;
+}
+}  // namespace
+
+void ResetPeakRss() {
+  // "5" resets VmHWM to the current RSS (Linux >= 4.0). If it fails the peak is
+  // the process's whole life, which is only ever larger: still an upper bound.
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+}
+
+uint64_t PeakRssBytes() { return StatusKb("VmHWM:") * 1024; }
+uint64_t CurrentRssBytes() { return StatusKb("VmRSS:") * 1024; }
+
+Sampler::Sampler(const std::atomic<uint64_t>* counter, std::chrono::milliseconds interval)
+    : counter_(counter), interval_(interval) {
+  thread_ = std::thread([this] {
+    const auto start = std::chrono::steady_clock::now();
+    uint64_t last = counter_->load();
+    double last_t = 0;
+    while (!stop_) {
+      std::this_thread::sleep_for(interval_);
+      const double t = Since(start);
+      const uint64_t now = counter_->load();
+      rows_.push_back({t, (now - last) / std::max(1e-9, t - last_t),
+                       CurrentRssBytes() / 1048576.0});
+      last = now;
+      last_t = t;
+    }
+  });
+}
+
+Sampler::~Sampler() { Stop(); }
+
+void Sampler::Stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+std::vector<std::vector<double>> Sampler::Rows() const { return rows_; }
+
+uint64_t DirectoryBytes(const std::string& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file(ec)) total += it->file_size(ec);
+  }
+  return total;
+}
+
+absl::Status CompactDataDir(const std::string& dir, std::map<std::string, uint64_t>* cf_bytes) {
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  rocksdb::ConfigOptions config;
+  rocksdb::Status s = rocksdb::LoadLatestOptions(config, dir, &db_options, &cfs);
+  if (!s.ok()) return absl::InternalError(absl::StrCat("loading options of ", dir, ": ", s.ToString()));
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  s = rocksdb::DB::Open(db_options, dir, cfs, &handles, &raw);
+  if (!s.ok()) return absl::InternalError(absl::StrCat("opening ", dir, ": ", s.ToString()));
+  std::unique_ptr<rocksdb::DB> db(raw);
+  rocksdb::CompactRangeOptions compact;
+  compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  for (rocksdb::ColumnFamilyHandle* h : handles) {
+    rocksdb::FlushOptions flush;
+    if (s.ok()) s = db->Flush(flush, h);
+    if (s.ok()) s = db->CompactRange(compact, h, nullptr, nullptr);
+    uint64_t bytes = 0;
+    if (s.ok() && cf_bytes != nullptr &&
+        db->GetIntProperty(h, "rocksdb.total-sst-files-size", &bytes)) {
+      (*cf_bytes)[h->GetName()] = bytes;
+    }
+  }
+  for (rocksdb::ColumnFamilyHandle* h : handles) {
+    // Destroying a handle only releases it; the status is always OK here.
+    db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  }
+  if (!s.ok()) return absl::InternalError(absl::StrCat("compacting ", dir, ": ", s.ToString()));
+  s = db->Close();
+  if (!s.ok()) return absl::InternalError(absl::StrCat("closing ", dir, ": ", s.ToString()));
+  return absl::OkStatus();
+}
+
+absl::Status WriteJsonLines(const BenchArgs& args, const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path));
+  ProduceOptions options;
+  options.events = args.events;
+  options.customers = args.customers;
+  options.seed = args.seed;
+  options.format = ProduceFormat::kJson;
+  bool ok = true;
+  GenerateStream(options, [&](std::string_view, std::string_view value) {
+    ok = std::fwrite(value.data(), 1, value.size(), f) == value.size() && std::fputc('\n', f) != EOF;
+    return ok;
+  });
+  if (std::fclose(f) != 0) ok = false;
+  if (!ok) return absl::InternalError(absl::StrCat("writing ", path, " failed"));
+  return absl::OkStatus();
+}
+
+}  // namespace loyalty::bench

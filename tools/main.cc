@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   loyalty::AddProduceCommand(app, &exit_code);
   loyalty::AddServeCommand(app, &exit_code);
   loyalty::AddKafkaMockCommand(app, &exit_code);
+  loyalty::AddBenchCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -143,6 +143,9 @@ absl::StatusOr<std::unique_ptr<KafkaSource>> KafkaSource::Create(
   LOYALTY_RETURN_IF_ERROR(set("enable.partition.eof", "false"));
   LOYALTY_RETURN_IF_ERROR(set("session.timeout.ms", absl::StrCat(options.session_timeout_ms)));
   LOYALTY_RETURN_IF_ERROR(set("client.id", "loyalty-engine"));
+  // Partitions added to the topic are found at the next metadata refresh:
+  // librdkafka's default of 5 minutes would leave them unread that long.
+  LOYALTY_RETURN_IF_ERROR(set("topic.metadata.refresh.interval.ms", "10000"));
   for (const auto& [k, v] : options.config) LOYALTY_RETURN_IF_ERROR(set(k, v));
   if (conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(impl.get()), err) !=
       RdKafka::Conf::CONF_OK) {

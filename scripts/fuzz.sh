@@ -38,6 +38,8 @@ start=$(date +%s)
 launcher=()
 if command -v ccache >/dev/null 2>&1; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+  # As scripts/setup.sh: paths relative to the checkout, so CI's clones share the cache.
+  export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 fi
 CC=clang CXX=clang++ cmake -S . -B "$build_dir" -DLOYALTY_FUZZ=ON -DLOYALTY_BUILD_TESTS=OFF \
   "${launcher[@]}" >/dev/null

@@ -15,7 +15,6 @@ namespace loyalty {
 namespace {
 
 // Watermark queries on assignment must not hang the engine forever.
-constexpr int kWatermarkTimeoutMs = 10'000;
 
 }  // namespace
 
@@ -63,24 +62,17 @@ struct KafkaSource::Impl : public RdKafka::RebalanceCb {
           fatal = stored.status();
           break;
         }
-        int64_t low = 0, high = 0;
-        RdKafka::ErrorCode werr =
-            c->query_watermark_offsets(tp->topic(), tp->partition(), &low, &high, kWatermarkTimeoutMs);
+        // No broker round trip here: a blocking call in the rebalance callback
+        // stalls the group (and while a leader is down, never finishes). A stored
+        // offset the partition does not hold is found by the first fetch instead
+        // (auto.offset.reset=error, see PollOnce).
         if (stored->has_value()) {
           const int64_t next = (*stored)->kafka().offset() + 1;
-          if (werr == RdKafka::ERR_NO_ERROR && next > high) {
-            fatal = absl::FailedPreconditionError(absl::StrCat(
-                "the stored offset of ", tp->topic(), "[", tp->partition(), "] is ", next,
-                " but the partition ends at ", high,
-                ": this is a new cluster or a recreated topic; refusing to re-read or skip "
-                "(use a fresh data directory for a new cluster)"));
-            break;
-          }
           tp->set_offset(next);
           next_offset[tp->partition()] = next;
         } else {
           tp->set_offset(RdKafka::Topic::OFFSET_BEGINNING);
-          next_offset[tp->partition()] = werr == RdKafka::ERR_NO_ERROR ? low : 0;
+          next_offset[tp->partition()] = 0;
         }
       }
       if (!fatal.ok()) {
@@ -139,7 +131,11 @@ absl::StatusOr<std::unique_ptr<KafkaSource>> KafkaSource::Create(
   LOYALTY_RETURN_IF_ERROR(set("group.id", options.group));
   LOYALTY_RETURN_IF_ERROR(set("enable.auto.commit", "false"));
   LOYALTY_RETURN_IF_ERROR(set("enable.auto.offset.store", "false"));
-  LOYALTY_RETURN_IF_ERROR(set("auto.offset.reset", "earliest"));
+  // Partitions with no stored offset start at the beginning (set on assignment);
+  // a stored offset the partition does not hold (a new cluster, a recreated
+  // topic, retention that deleted what was never read) is an error, never a
+  // silent jump.
+  LOYALTY_RETURN_IF_ERROR(set("auto.offset.reset", "error"));
   LOYALTY_RETURN_IF_ERROR(set("enable.partition.eof", "false"));
   LOYALTY_RETURN_IF_ERROR(set("session.timeout.ms", absl::StrCat(options.session_timeout_ms)));
   LOYALTY_RETURN_IF_ERROR(set("client.id", "loyalty-engine"));
@@ -179,6 +175,16 @@ absl::StatusOr<size_t> KafkaSource::PollOnce() {
     std::unique_ptr<RdKafka::Message> msg(s.consumer->consume(static_cast<int>(left)));
     if (msg->err() == RdKafka::ERR__TIMED_OUT || msg->err() == RdKafka::ERR__PARTITION_EOF) {
       continue;
+    }
+    if (msg->err() == RdKafka::ERR__AUTO_OFFSET_RESET) {
+      auto it = s.next_offset.find(msg->partition());
+      s.fatal = absl::FailedPreconditionError(absl::StrCat(
+          "the stored offset of ", msg->topic_name(), "[", msg->partition(), "] is ",
+          it == s.next_offset.end() ? -1 : it->second,
+          " but the partition does not hold it (", msg->errstr(),
+          "): this is a new cluster or a recreated topic; refusing to re-read or skip "
+          "(use a fresh data directory for a new cluster)"));
+      break;
     }
     if (msg->err() != RdKafka::ERR_NO_ERROR) {
       // Broker trouble: librdkafka retries by itself; the engine waits, never skips.

@@ -106,7 +106,7 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
   for (const v1::CustomerState* state : dirty_) {
     batch->Put(ProjectionCf::kCustomerState, state->customer_id(),
                SerializeDeterministic(*state));
-    if (due_loaded_) SetDue(state->customer_id(), state->signals().next_check_at());
+    if (due_loaded_) due_.Set(state->customer_id(), state->signals().next_check_at());
   }
   dirty_.clear();
   return absl::OkStatus();
@@ -125,26 +125,8 @@ void Projector::AbortBatch() {
   rules_ = std::make_unique<Rules>(in_force_.version() > 0 ? in_force_.program() : configured_);
 }
 
-void Projector::SetDue(const std::string& customer_id, int64_t next_check_at) {
-  auto it = due_at_.find(customer_id);
-  if (it != due_at_.end()) {
-    if (it->second == next_check_at) return;
-    due_.erase({it->second, customer_id});
-    if (next_check_at == 0) {
-      due_at_.erase(it);
-      return;
-    }
-    it->second = next_check_at;
-  } else {
-    if (next_check_at == 0) return;
-    due_at_.emplace(customer_id, next_check_at);
-  }
-  due_.emplace(next_check_at, customer_id);
-}
-
 absl::Status Projector::LoadDue() {
-  due_.clear();
-  due_at_.clear();
+  due_.Clear();
   v1::CustomerState stored;
   LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
       ProjectionCf::kCustomerState,
@@ -153,22 +135,20 @@ absl::Status Projector::LoadDue() {
           return absl::DataLossError(
               absl::StrCat("the state of customer ", std::string(key), " does not decode"));
         }
-        SetDue(std::string(key), stored.signals().next_check_at());
+        due_.Set(std::string(key), stored.signals().next_check_at());
         return absl::OkStatus();
       }));
   // States changed in memory but not yet written (none between batches) win.
-  for (const auto& [id, state] : cache_) SetDue(id, state->signals().next_check_at());
+  for (const auto& [id, state] : cache_) due_.Set(id, state->signals().next_check_at());
   due_loaded_ = true;
   return absl::OkStatus();
 }
 
 absl::StatusOr<bool> Projector::Sweep(int64_t at, LogBatch* batch) {
   if (!due_loaded_) LOYALTY_RETURN_IF_ERROR(LoadDue());
-  if (due_.empty() || due_.begin()->first > at) return false;
-  std::vector<std::string> ids;
-  for (auto it = due_.begin(); it != due_.end() && it->first <= at; ++it) ids.push_back(it->second);
   // The replay evaluates due customers in customer_id order: so does the sweep.
-  std::sort(ids.begin(), ids.end());
+  const std::vector<std::string> ids = due_.DueBy(at);
+  if (ids.empty()) return false;
   v1::LogRecord record;
   record.mutable_ingested_at()->set_seconds(at);
   v1::Sweep* sweep = record.mutable_sweep();

@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "engine/event_log.h"
@@ -19,6 +18,7 @@
 #include "loyalty/v1/log.pb.h"
 #include "projections/decider.h"
 #include "projections/program.h"
+#include "projections/signals.h"
 
 namespace loyalty {
 
@@ -58,7 +58,6 @@ class Projector final : public EventProcessor, public StateSource {
   // The sweep's index: every customer's SignalState.next_check_at (0s left out),
   // loaded from the store at the first sweep and kept up to date by EndBatch.
   absl::Status LoadDue();
-  void SetDue(const std::string& customer_id, int64_t next_check_at);
 
   EventLog* log_;
   v1::Program configured_;
@@ -68,8 +67,7 @@ class Projector final : public EventProcessor, public StateSource {
   absl::flat_hash_map<std::string, std::unique_ptr<v1::CustomerState>> cache_;
   std::vector<v1::CustomerState*> dirty_;
   bool due_loaded_ = false;
-  absl::btree_set<std::pair<int64_t, std::string>> due_;
-  absl::flat_hash_map<std::string, int64_t> due_at_;
+  DueIndex due_;
 };
 
 }  // namespace loyalty

@@ -51,6 +51,7 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                                        const ReplayHook& hook) {
   ReplayResult result;
   MapStates states(&result.states);
+  DueIndex due;  // as the live sweep's, so a sweep looks only at the customers due
   std::unique_ptr<Rules> rules;
   v1::LogRecord record;
   absl::Status s = log.Scan(
@@ -76,9 +77,11 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
           const int64_t at = record.sweep().at();
           SignalList signals;
           uint64_t customers = 0;
-          for (auto& [id, state] : result.states) {
+          for (const std::string& id : due.DueBy(at)) {
+            LOYALTY_ASSIGN_OR_RETURN(v1::CustomerState * state, states.Mutable(id));
             if (!DueForSweep(*state, at)) continue;
-            EvaluateSignals(*rules, std::max(at, state->ledger().clock()), state.get(), &signals);
+            EvaluateSignals(*rules, std::max(at, state->ledger().clock()), state, &signals);
+            due.Set(id, state->signals().next_check_at());
             ++customers;
           }
           if (result.first_mismatch_seq == 0 &&
@@ -104,7 +107,7 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
             Decide(event, seq, *rules, result.program.version(), &states));
         SignalList signals;
         LOYALTY_RETURN_IF_ERROR(
-            SignalsAfterEvent(*rules, event.customer_id(), outcome, &states, &signals));
+            SignalsAfterEvent(*rules, event.customer_id(), outcome, &states, &signals, &due));
         for (v1::LedgerEntry& e : *outcome.mutable_entries()) {
           e.clear_event_id();
           e.clear_seq();

@@ -90,9 +90,40 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
   last->set_next_check_at(next);
 }
 
+void DueIndex::Set(const std::string& customer_id, int64_t next_check_at) {
+  auto it = at_.find(customer_id);
+  if (it != at_.end()) {
+    if (it->second == next_check_at) return;
+    by_time_.erase({it->second, customer_id});
+    if (next_check_at == 0) {
+      at_.erase(it);
+      return;
+    }
+    it->second = next_check_at;
+  } else {
+    if (next_check_at == 0) return;
+    at_.emplace(customer_id, next_check_at);
+  }
+  by_time_.emplace(next_check_at, customer_id);
+}
+
+std::vector<std::string> DueIndex::DueBy(int64_t at) const {
+  std::vector<std::string> ids;
+  for (auto it = by_time_.begin(); it != by_time_.end() && it->first <= at; ++it) {
+    ids.push_back(it->second);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+void DueIndex::Clear() {
+  by_time_.clear();
+  at_.clear();
+}
+
 absl::Status SignalsAfterEvent(const Rules& rules, const std::string& customer_id,
                                const v1::Outcome& outcome, StateSource* states,
-                               SignalList* out) {
+                               SignalList* out, DueIndex* due) {
   std::vector<const std::string*> customers = {&customer_id};
   for (const v1::LedgerEntry& e : outcome.entries()) {
     if (std::none_of(customers.begin(), customers.end(),
@@ -105,6 +136,7 @@ absl::Status SignalsAfterEvent(const Rules& rules, const std::string& customer_i
     // A customer with no entry yet (none of this event's) has nothing to signal.
     if (state->ledger().entries() == 0) continue;
     EvaluateSignals(rules, state->ledger().clock(), state, out);
+    if (due != nullptr) due->Set(*id, state->signals().next_check_at());
   }
   return absl::OkStatus();
 }

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "google/protobuf/repeated_field.h"
 #include "loyalty/v1/ledger.pb.h"
@@ -28,11 +30,28 @@ using SignalList = google::protobuf::RepeatedPtrField<v1::Signal>;
 // earliest later time it may change with no event (SignalState.next_check_at).
 void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, SignalList* out);
 
+// The customers a sweep must look at: each customer's SignalState.next_check_at
+// (customers with none are left out). The live path and the replay keep one each,
+// so neither scans every customer per sweep. Thread-compatible.
+class DueIndex {
+ public:
+  void Set(const std::string& customer_id, int64_t next_check_at);
+  // The customers with next_check_at <= at, in customer_id order (the order a
+  // sweep evaluates them in).
+  std::vector<std::string> DueBy(int64_t at) const;
+  void Clear();
+
+ private:
+  absl::btree_set<std::pair<int64_t, std::string>> by_time_;
+  absl::flat_hash_map<std::string, int64_t> at_;
+};
+
 // After an applied event: evaluates the event's customer, then every other
-// customer `outcome` wrote entries for (in entry order), each at its own clock.
+// customer `outcome` wrote entries for (in entry order), each at its own clock;
+// updates `due` (if given) for each.
 absl::Status SignalsAfterEvent(const Rules& rules, const std::string& customer_id,
                                const v1::Outcome& outcome, StateSource* states,
-                               SignalList* out);
+                               SignalList* out, DueIndex* due = nullptr);
 
 // True if a sweep at `at` must evaluate this customer.
 inline bool DueForSweep(const v1::CustomerState& state, int64_t at) {

@@ -15,6 +15,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <librdkafka/rdkafkacpp.h>
+#include <functional>
 #include <thread>
 #include "google/protobuf/util/json_util.h"
 #include "engine/event_codec.h"
@@ -27,6 +28,24 @@ namespace loyalty {
 namespace {
 
 using testing::LedgerHarness;
+
+// Produces the stream `gen` describes into `topic` and waits for its delivery;
+// returns the messages sent. `each`, if given, sees every value.
+int64_t ProduceGenerated(const std::string& brokers, const std::string& topic,
+                         const ProduceOptions& gen,
+                         const std::function<void(std::string_view)>& each = {}) {
+  auto producer = KafkaProducer::Create(brokers, {});
+  REQUIRE(producer.ok());
+  int64_t sent = 0;
+  GenerateStream(gen, [&](std::string_view key, std::string_view value) {
+    REQUIRE((*producer)->Send(topic, key, value).ok());
+    if (each) each(value);
+    ++sent;
+    return true;
+  });
+  REQUIRE((*producer)->Flush(10000).ok());
+  return sent;
+}
 
 // Consumes until the stored offsets of `topic` sum to `messages` (or 60 s pass).
 void ConsumeAll(KafkaSource& source, const EventLog& log, int64_t messages) {
@@ -120,8 +139,6 @@ TEST_CASE("kafka: a batch that fails to store is re-read by the next consumer, e
   auto cluster = MockCluster::Start(1);
   REQUIRE(cluster.ok());
   REQUIRE((*cluster)->CreateTopic("ev6", 6).ok());
-  auto producer = KafkaProducer::Create((*cluster)->bootstrap_servers(), {});
-  REQUIRE(producer.ok());
   ProduceOptions gen;
   gen.customers = 300;
   gen.events = 4000;
@@ -129,15 +146,12 @@ TEST_CASE("kafka: a batch that fails to store is re-read by the next consumer, e
   gen.format = ProduceFormat::kProtobuf;
   gen.start_unix_seconds = testing::T("2025-01-01T00:00:00Z");
   std::set<std::string> produced_ids;
-  GenerateStream(gen, [&](std::string_view key, std::string_view value) {
-    REQUIRE((*producer)->Send("ev6", key, value).ok());
+  ProduceGenerated((*cluster)->bootstrap_servers(), "ev6", gen, [&](std::string_view value) {
     v1::Event e;
     if (e.ParseFromArray(value.data(), static_cast<int>(value.size())) && !e.event_id().empty()) {
       produced_ids.insert(e.event_id());
     }
-    return true;
   });
-  REQUIRE((*producer)->Flush(10000).ok());
 
   LedgerHarness h;
   int batches = 0;
@@ -192,21 +206,13 @@ TEST_CASE("kafka: request errors, leader changes and a broker outage lose nothin
   REQUIRE(cluster.ok());
   rd_kafka_mock_cluster_t* mock = (*cluster)->raw();
   REQUIRE((*cluster)->CreateTopic("faults", 4).ok());
-  auto producer = KafkaProducer::Create((*cluster)->bootstrap_servers(), {});
-  REQUIRE(producer.ok());
   ProduceOptions gen;
   gen.customers = 200;
   gen.events = 3000;
   gen.seed = 31;
   gen.format = ProduceFormat::kProtobuf;
   gen.start_unix_seconds = testing::T("2025-01-01T00:00:00Z");
-  int64_t produced = 0;
-  GenerateStream(gen, [&](std::string_view key, std::string_view value) {
-    REQUIRE((*producer)->Send("faults", key, value).ok());
-    ++produced;
-    return true;
-  });
-  REQUIRE((*producer)->Flush(10000).ok());
+  const int64_t produced = ProduceGenerated((*cluster)->bootstrap_servers(), "faults", gen);
 
   LedgerHarness h;
   auto source = KafkaSource::Create(Options((*cluster)->bootstrap_servers(), "faults"), &h.log(),
@@ -274,14 +280,8 @@ TEST_CASE("kafka: a stored offset the partition does not hold stops the engine, 
   gen.start_unix_seconds = testing::T("2025-01-01T00:00:00Z");
   auto fill = [&](MockCluster& cluster, int events) {
     REQUIRE(cluster.CreateTopic("t", 1).ok());
-    auto producer = KafkaProducer::Create(cluster.bootstrap_servers(), {});
-    REQUIRE(producer.ok());
     gen.events = events;
-    GenerateStream(gen, [&](std::string_view key, std::string_view value) {
-      REQUIRE((*producer)->Send("t", key, value).ok());
-      return true;
-    });
-    REQUIRE((*producer)->Flush(10000).ok());
+    ProduceGenerated(cluster.bootstrap_servers(), "t", gen);
   };
   LedgerHarness h;
   auto sink = [&](const auto& batch) { return h.Ingest(batch).status(); };
@@ -367,19 +367,13 @@ TEST_CASE("kafka: the outbox publishes dead letters and outcomes, each with its 
   REQUIRE((*cluster)->CreateTopic(kDeadLetterTopic, 1).ok());
   REQUIRE((*cluster)->CreateTopic(kOutcomesTopic, 3).ok());
   REQUIRE((*cluster)->CreateTopic(kSignalsTopic, 3).ok());
-  auto producer = KafkaProducer::Create(brokers, {});
-  REQUIRE(producer.ok());
   ProduceOptions gen;
   gen.customers = 100;
   gen.events = 1500;
   gen.seed = 21;
   gen.malformed_share = 0.05;
   gen.start_unix_seconds = testing::T("2025-01-01T00:00:00Z");
-  GenerateStream(gen, [&](std::string_view key, std::string_view value) {
-    REQUIRE((*producer)->Send("in", key, value).ok());
-    return true;
-  });
-  REQUIRE((*producer)->Flush(10000).ok());
+  ProduceGenerated(brokers, "in", gen);
 
   LedgerHarness h;
   auto source = KafkaSource::Create(Options(brokers, "in"), &h.log(),

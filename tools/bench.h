@@ -64,7 +64,10 @@ struct BenchResult {
 // Latency samples (seconds); percentiles by sorting. Thread-compatible.
 class Latencies {
  public:
-  void Add(double seconds) { samples_.push_back(seconds); }
+  void Add(double seconds) {
+    samples_.push_back(seconds);
+    sorted_ = false;
+  }
   void Merge(const Latencies& other);
   size_t count() const { return samples_.size(); }
   // q in [0, 1]; 0 when empty.

@@ -137,8 +137,8 @@ int RunBench(const BenchCommandArgs& command) {
     absl::StatusOr<BenchResult> r = fn();
     if (!r.ok()) {
       std::fprintf(stderr, "loyalty bench: %s failed: %s\n", name.c_str(),
-                   std::string(r.status().message()).c_str());
-      failures.emplace_back(name, std::string(r.status().message()));
+                   r.status().ToString().c_str());
+      failures.emplace_back(name, r.status().ToString());
       return;
     }
     r->figures["scenario_seconds"] = bench::Since(start);

@@ -15,11 +15,23 @@ plot_lines() {  # title file... : "file|label" pairs for gnuplot
     sep=", "
   done
 }
+# Throughput: a 5 s moving average of the 0.5 s samples (a batch takes ~0.2-0.8 s,
+# so single samples are mostly 0 or one batch).
+smooth=$(mktemp -d)
+trap 'rm -rf "$smooth"' EXIT
+for f in "$data"/*.throughput.csv; do
+  [ -s "$f" ] || continue
+  awk '{t[NR]=$1; r[NR]=$2} END {for (i=1;i<=NR;i++) {s=0;n=0; for (j=i-5;j<=i+5;j++) if (j>=1&&j<=NR) {s+=r[j];n++}; print t[i], s/n}}' \
+    "$f" > "$smooth/$(basename "$f")"
+done
+throughput_data=$smooth
 USING='1:($2/1000)'
+data_saved=$data
+data=$throughput_data
 gnuplot <<GP
 set terminal pngcairo size 900,500
 set output "$out/bench-throughput.png"
-set title "Throughput over time (events/s, 0.5 s samples; 2 shared cores)"
+set title "Throughput over time (events/s, 5 s moving average; 2 shared cores)"
 set xlabel "seconds since start"
 set ylabel "thousand events/s"
 set key outside right
@@ -31,6 +43,7 @@ plot $(plot_lines \
   "ingest-kafka-broker-protobuf.throughput.csv|Kafka broker, protobuf" \
   "postgres.throughput.csv|PostgreSQL peer")
 GP
+data=$data_saved
 USING='1:2'
 gnuplot <<GP
 set terminal pngcairo size 900,500

@@ -234,12 +234,16 @@ absl::StatusOr<BenchResult> RunQueries(const BenchArgs& args, const std::string&
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<Projector> projector,
                            Projector::Open(log.get(), program));
   std::vector<std::string> ids;
-  LOYALTY_RETURN_IF_ERROR(log->ScanProjection(
-      LogBatch::ProjectionCf::kCustomerState,
-      [&](std::string_view key, std::string_view) {
+  absl::Status scanned = log->ScanProjection(
+      LogBatch::ProjectionCf::kCustomerState, [&](std::string_view key, std::string_view) {
         ids.emplace_back(key);
-        return ids.size() < kMaxQueryCustomers ? absl::OkStatus() : absl::CancelledError();
-      }));
+        // Cancelled stops the scan once there are enough.
+        return ids.size() < kMaxQueryCustomers ? absl::OkStatus()
+                                               : absl::CancelledError("enough customers");
+      });
+  if (!scanned.ok() && !(absl::IsCancelled(scanned) && ids.size() >= kMaxQueryCustomers)) {
+    return scanned;
+  }
   if (ids.empty()) return absl::FailedPreconditionError("no customers in the log");
   result.figures["query_customers"] = static_cast<double>(ids.size());
   QueryService service(log.get(), RealClock(), std::make_shared<Rules>(program));

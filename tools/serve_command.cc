@@ -90,9 +90,19 @@ class IngestLoop {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
+  // Unhealthy once ingestion stopped, or when one round of the loop (a poll, its
+  // batch, a sweep) has been running for longer than kStuckAfter: ingestion is stuck.
   absl::Status health() const {
-    absl::MutexLock lock(&mu_);
-    return error_;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!error_.ok()) return error_;
+    }
+    const absl::Duration busy = absl::Now() - absl::FromUnixMicros(round_started_us_.load());
+    if (thread_.joinable() && busy > kStuckAfter) {
+      return absl::UnavailableError(absl::StrCat(
+          "ingestion is stuck: one poll, batch or sweep has run for ", absl::FormatDuration(busy)));
+    }
+    return absl::OkStatus();
   }
 
  private:
@@ -101,6 +111,7 @@ class IngestLoop {
     absl::Time last_report = absl::Now();
     int64_t taken_at_report = 0;
     while (!stop_) {
+      round_started_us_ = absl::ToUnixMicros(absl::Now());
       absl::StatusOr<size_t> polled = source_->PollOnce();
       absl::Status s = polled.status();
       if (s.ok()) metrics_->Counter("loyalty_messages_taken_total") += static_cast<int64_t>(*polled);
@@ -137,7 +148,10 @@ class IngestLoop {
     source_->Close();
   }
 
+  static constexpr absl::Duration kStuckAfter = absl::Seconds(60);
+
   std::unique_ptr<KafkaSource> source_;
+  std::atomic<int64_t> round_started_us_{absl::ToUnixMicros(absl::Now())};
   Ingestor* ingestor_;
   const Outbox* outbox_ = nullptr;
   absl::Duration sweep_interval_;

@@ -50,7 +50,7 @@ set terminal pngcairo size 900,500
 set output "$out/bench-batch-latency.png"
 set title "Batch latency (one WriteBatch + WAL fsync; PostgreSQL: one transaction of 1000)"
 set xlabel "latency (ms, log scale)"
-set ylabel "fraction of batches (1 - 10^-k scale)"
+set ylabel "fraction of batches"
 set logscale x
 set key bottom right
 set grid
@@ -59,6 +59,7 @@ plot $(plot_lines \
   "ingest-file.batch_latency_cdf.csv|file ingest, 4096/batch" \
   "ingest-kafka-mock-protobuf.batch_latency_cdf.csv|Kafka mock protobuf" \
   "ingest-kafka-mock-json.batch_latency_cdf.csv|Kafka mock JSON" \
+  "ingest-kafka-broker-protobuf.batch_latency_cdf.csv|Kafka broker protobuf" \
   "postgres.batch_latency_cdf.csv|PostgreSQL, 1000/batch")
 GP
 gnuplot <<GP

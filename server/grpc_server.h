@@ -19,8 +19,9 @@ namespace loyalty {
 struct GrpcOptions {
   // "host:port"; port 0 picks a free one (see GrpcServer::port()). Default: loopback.
   std::string address = "127.0.0.1:9090";
-  // Handler threads at most (a gRPC resource quota). Default: 8.
-  int max_threads = 8;
+  // Handler threads at most (a gRPC resource quota); a call beyond them is
+  // RESOURCE_EXHAUSTED. Default: 64 (8 turned 16 concurrent clients away).
+  int max_threads = 64;
   // Largest request accepted. Default: 16 KiB (requests are small).
   int max_request_bytes = 16 * 1024;
   // When non-empty, every call needs metadata `authorization: Bearer <token>`.

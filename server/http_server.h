@@ -23,8 +23,10 @@ struct HttpOptions {
   std::string host = "127.0.0.1";
   // 0 picks a free port (see HttpServer::port()).
   int port = 8080;
-  // Worker threads. Default: 8 (queries are short; waits are bounded).
-  size_t threads = 8;
+  // Worker threads; a kept-alive connection holds one while it lasts, so this is
+  // also the number of clients served at once. Default: 32 (queries are short;
+  // waits are bounded).
+  size_t threads = 32;
   // Connections queued for a worker before the accept loop stops taking more (the
   // kernel backlog then pushes back). Default: 512.
   size_t max_queued_connections = 512;

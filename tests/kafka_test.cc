@@ -47,6 +47,26 @@ int64_t ProduceGenerated(const std::string& brokers, const std::string& topic,
   return sent;
 }
 
+// Collects every input's Kafka position and every applied event id of the log,
+// requiring each to appear once: nothing taken twice.
+void CollectOnce(const EventLog& log, std::set<std::tuple<int, int64_t>>* positions,
+                 std::set<std::string>* applied) {
+  REQUIRE(log.Scan(1, UINT64_MAX, [&](uint64_t, std::string_view, std::string_view bytes,
+                                      std::string_view) {
+               v1::LogRecord r;
+               REQUIRE(r.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
+               if (!r.has_applied() && !r.has_dead_letter()) return absl::OkStatus();
+               REQUIRE(positions->emplace(r.source().kafka().partition(), r.source().kafka().offset())
+                           .second);
+               if (r.has_applied()) {
+                 auto e = RecordEvent(r);
+                 REQUIRE(e.ok());
+                 REQUIRE(applied->insert(e->event_id()).second);
+               }
+               return absl::OkStatus();
+             }).ok());
+}
+
 // Consumes until the stored offsets of `topic` sum to `messages` (or 60 s pass).
 void ConsumeAll(KafkaSource& source, const EventLog& log, int64_t messages) {
   for (int i = 0; i < 3000; ++i) {
@@ -178,20 +198,7 @@ TEST_CASE("kafka: a batch that fails to store is re-read by the next consumer, e
   // Every applied event id exactly once; every record's Kafka position distinct.
   std::set<std::string> applied;
   std::set<std::tuple<int, int64_t>> positions;
-  REQUIRE(h.log().Scan(1, UINT64_MAX, [&](uint64_t, std::string_view, std::string_view bytes,
-                                         std::string_view) {
-              v1::LogRecord r;
-              REQUIRE(r.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
-              if (r.has_program()) return absl::OkStatus();
-              REQUIRE(positions.emplace(r.source().kafka().partition(), r.source().kafka().offset())
-                          .second);
-              if (r.has_applied()) {
-                auto e = RecordEvent(r);
-                REQUIRE(e.ok());
-                REQUIRE(applied.insert(e->event_id()).second);
-              }
-              return absl::OkStatus();
-            }).ok());
+  CollectOnce(h.log(), &positions, &applied);
   // Every produced id that validates was applied (the rest are dead letters).
   CHECK(applied.size() > 3000);
   for (const std::string& id : applied) CHECK(produced_ids.count(id) == 1);
@@ -243,20 +250,7 @@ TEST_CASE("kafka: request errors, leader changes and a broker outage lose nothin
   // Every input position once, every applied event id once, nothing missing.
   std::set<std::tuple<int, int64_t>> positions;
   std::set<std::string> applied;
-  REQUIRE(h.log().Scan(1, UINT64_MAX, [&](uint64_t, std::string_view, std::string_view bytes,
-                                         std::string_view) {
-              v1::LogRecord r;
-              REQUIRE(r.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
-              if (!r.has_applied() && !r.has_dead_letter()) return absl::OkStatus();
-              REQUIRE(positions.emplace(r.source().kafka().partition(), r.source().kafka().offset())
-                          .second);
-              if (r.has_applied()) {
-                auto e = RecordEvent(r);
-                REQUIRE(e.ok());
-                REQUIRE(applied.insert(e->event_id()).second);
-              }
-              return absl::OkStatus();
-            }).ok());
+  CollectOnce(h.log(), &positions, &applied);
   // The rest of the messages were duplicate deliveries the generator made.
   auto positions_taken = h.log().SourcePositions();
   REQUIRE(positions_taken.ok());

@@ -2,10 +2,36 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "engine/status_macros.h"
 #include "projections/ledger.h"
 
 namespace loyalty {
+namespace {
+
+// Parses only the `ledger` field of a serialized CustomerState: program-wide stats
+// need nothing else, and the rest (every order id and redemption id ever) is most
+// of a long-lived customer's bytes. False if the bytes do not decode.
+bool ParseLedgerOnly(std::string_view bytes, v1::LedgerState* ledger) {
+  using google::protobuf::internal::WireFormatLite;
+  ledger->Clear();
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  while (true) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return in.ExpectAtEnd();  // the end, or a malformed tag
+    if (WireFormatLite::GetTagFieldNumber(tag) == v1::CustomerState::kLedgerFieldNumber &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      // Repeated occurrences of a message field merge (proto semantics).
+      if (!WireFormatLite::ReadMessage(&in, ledger)) return false;
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return false;
+    }
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record) {
   if (!record.has_applied()) return absl::InvalidArgumentError("not an applied event");
@@ -55,16 +81,16 @@ absl::StatusOr<std::vector<v1::LedgerEntry>> LedgerReader::Entries(
 
 absl::StatusOr<StatsView> LedgerReader::Stats(int64_t t) const {
   StatsView stats;
-  v1::CustomerState state;
+  v1::LedgerState ledger;
   LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
       LogBatch::ProjectionCf::kCustomerState,
       [&](std::string_view key, std::string_view value) -> absl::Status {
-        if (!state.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+        if (!ParseLedgerOnly(value, &ledger)) {
           return absl::DataLossError(
               absl::StrCat("the state of ", std::string(key), " does not decode"));
         }
-        if (state.ledger().clock() <= t) {
-          AddToStats(*rules_, state.ledger(), t, &stats);
+        if (ledger.clock() <= t) {
+          AddToStats(*rules_, ledger, t, &stats);
           return absl::OkStatus();
         }
         LOYALTY_ASSIGN_OR_RETURN(std::optional<v1::LedgerState> past,

@@ -98,7 +98,7 @@ class IngestLoop {
       if (!error_.ok()) return error_;
     }
     const absl::Duration busy = absl::Now() - absl::FromUnixMicros(round_started_us_.load());
-    if (thread_.joinable() && busy > kStuckAfter) {
+    if (running_ && busy > kStuckAfter) {
       return absl::UnavailableError(absl::StrCat(
           "ingestion is stuck: one poll, batch or sweep has run for ", absl::FormatDuration(busy)));
     }
@@ -107,6 +107,7 @@ class IngestLoop {
 
  private:
   void Run() {
+    running_ = true;
     absl::Time last_sweep = absl::InfinitePast();
     absl::Time last_report = absl::Now();
     int64_t taken_at_report = 0;
@@ -145,6 +146,7 @@ class IngestLoop {
       }
       metrics_->Gauge("loyalty_rebalances") = static_cast<int64_t>(source_->rebalances());
     }
+    running_ = false;
     source_->Close();
   }
 
@@ -152,6 +154,7 @@ class IngestLoop {
 
   std::unique_ptr<KafkaSource> source_;
   std::atomic<int64_t> round_started_us_{absl::ToUnixMicros(absl::Now())};
+  std::atomic<bool> running_{false};  // the loop is running (the "stuck" check)
   Ingestor* ingestor_;
   const Outbox* outbox_ = nullptr;
   absl::Duration sweep_interval_;

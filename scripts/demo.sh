@@ -76,7 +76,7 @@ for _ in $(seq 1 300); do
   metrics=$(curl -s "localhost:$port/metrics")
   cursor=$(echo "$metrics" | awk '$1 == "loyalty_outbox_cursor" { print $2 }')
   length=$(echo "$metrics" | awk '$1 == "loyalty_log_length" { print $2 }')
-  [ -n "$cursor" ] && [ "$cursor" = "$length" ] && break
+  [ -n "$cursor" ] && [ -n "$length" ] && [ "$cursor" -ge "$length" ] && break
   sleep 0.2
 done
 echo "outbox cursor ${cursor:-?} of ${length:-?} records"

@@ -72,9 +72,10 @@ class IngestLoop {
  public:
   // Every `sweep_interval` between batches, `ingestor` sweeps for what changes only
   // because time passed (signals; the sweep is a record in the log).
-  IngestLoop(std::unique_ptr<KafkaSource> source, Ingestor* ingestor,
+  IngestLoop(std::unique_ptr<KafkaSource> source, const EventLog* log, Ingestor* ingestor,
              absl::Duration sweep_interval, Metrics* metrics)
       : source_(std::move(source)),
+        log_(log),
         ingestor_(ingestor),
         sweep_interval_(sweep_interval),
         metrics_(metrics) {}
@@ -120,7 +121,10 @@ class IngestLoop {
         last_sweep = absl::Now();
         absl::StatusOr<size_t> swept = ingestor_->Sweep();
         s = swept.status();
-        if (s.ok() && *swept > 0) ++metrics_->Counter("loyalty_sweeps_total");
+        if (s.ok() && *swept > 0) {
+          ++metrics_->Counter("loyalty_sweeps_total");
+          metrics_->Gauge("loyalty_log_length") = static_cast<int64_t>(log_->head().seq);
+        }
       }
       if (!s.ok()) {
         std::fprintf(stderr, "loyalty serve: ingestion stopped: %s\n",
@@ -155,6 +159,7 @@ class IngestLoop {
   std::unique_ptr<KafkaSource> source_;
   std::atomic<int64_t> round_started_us_{absl::ToUnixMicros(absl::Now())};
   std::atomic<bool> running_{false};  // the loop is running (the "stuck" check)
+  const EventLog* log_;
   Ingestor* ingestor_;
   const Outbox* outbox_ = nullptr;
   absl::Duration sweep_interval_;
@@ -301,7 +306,7 @@ int RunServe(const ServeArgs& args) {
     };
     LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<KafkaSource> source,
                              KafkaSource::Create(kafka, writer, sink));
-    loop = std::make_unique<IngestLoop>(std::move(source), ing,
+    loop = std::make_unique<IngestLoop>(std::move(source), writer, ing,
                                         absl::Seconds(args.sweep_interval_s), m);
     OutboxOptions outbox_options;
     outbox_options.brokers = brokers;

@@ -67,12 +67,8 @@ def main():
         time.sleep(0.5)
     f.check(code == 200, f"/healthz after the broker came back: {code} {body}")
 
-    ref_srv = rk.Serve(a.loyalty, ref_dir, a.work, name="ref-serve")
-    rk.compare_with_reference(f, srv, ref_srv, stream, "broker kill")
-    f.check(srv.stop() == 0, "serve did not exit 0 on SIGTERM")
-    ref_srv.stop()
-    rk.check_exactly_once(f, a, kafka_dir, ref_dir, ref, stream, "broker kill")
-    rk.check_dlq(f, broker, topic, ref, stream, "broker kill")
+    rk.finish_against_reference(f, a, srv, broker, topic, kafka_dir, ref_dir, ref, stream,
+                                "broker kill")
     f.finish("real-kafka broker kill")
 
 

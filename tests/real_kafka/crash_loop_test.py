@@ -83,12 +83,8 @@ def main():
     srv.wait_taken(topic, ends, timeout=180, what=f"after {kills} SIGKILLs")
     rk.log(f"the last serve took the rest in {time.time() - t0:.1f}s; ends {ends}")
 
-    ref_srv = rk.Serve(a.loyalty, ref_dir, a.work, name="ref-serve")
-    rk.compare_with_reference(f, srv, ref_srv, stream, "crash loop")
-    f.check(srv.stop() == 0, "the last serve did not exit 0 on SIGTERM")
-    ref_srv.stop()
-    rk.check_exactly_once(f, a, kafka_dir, ref_dir, ref, stream, "crash loop")
-    rk.check_dlq(f, broker, topic, ref, stream, "crash loop")
+    rk.finish_against_reference(f, a, srv, broker, topic, kafka_dir, ref_dir, ref, stream,
+                                "crash loop")
     f.finish("real-kafka crash loop")
 
 

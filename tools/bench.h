@@ -20,6 +20,11 @@
 
 #include "absl/status/statusor.h"
 
+namespace loyalty {
+class KafkaProducer;
+struct ProduceOptions;
+}  // namespace loyalty
+
 namespace loyalty::bench {
 
 // Bounds on what the command line may ask for: a benchmark is never unbounded.
@@ -126,6 +131,23 @@ absl::Status CompactDataDir(const std::string& dir,
 absl::Status WriteJsonLines(const BenchArgs& args, const std::string& path);
 
 // Scenarios. `data_dir` names the log they create or read.
+// Kafka scenarios: partitions of the mock topic (the mock keeps ~5 MiB per
+// partition, so more partitions give the producer more room ahead of the
+// consumer), and how far the producer may run ahead of what was taken.
+inline constexpr int kMockPartitions = 12;
+inline constexpr uint64_t kMockWindowMessages = 100'000;
+static_assert(kMockWindowMessages * 400 < kMockPartitions * (5ull << 20),
+              "the produce window must fit in the mock cluster's retention");
+
+// Produces the stream `options` describes into `topic` with `producer`, counting
+// into `produced`; with `paced` (the mock cluster) it stays at most
+// kMockWindowMessages ahead of `taken`. Stops early once `stop` is set. The first
+// send error, else the final flush's status.
+absl::Status ProduceBenchStream(KafkaProducer& producer, const std::string& topic,
+                                const ProduceOptions& options, bool paced,
+                                const std::atomic<uint64_t>& taken, const std::atomic<bool>& stop,
+                                std::atomic<uint64_t>* produced);
+
 absl::StatusOr<BenchResult> RunIngestFile(const BenchArgs& args, const std::string& data_dir);
 // `json`: JSON values instead of protobuf. `brokers` empty: an embedded mock cluster.
 absl::StatusOr<BenchResult> RunIngestKafka(const BenchArgs& args, bool json,

@@ -31,14 +31,6 @@
 namespace loyalty::bench {
 namespace {
 
-// Partitions of the mock topic: the mock keeps ~5 MiB per partition, so more
-// partitions give the producer more room ahead of the consumer.
-constexpr int kMockPartitions = 12;
-// The producer stays at most this many messages ahead of what the engine has
-// taken: 12 partitions x 5 MiB hold far more than 100k messages of < 400 bytes.
-constexpr uint64_t kMockWindowMessages = 100'000;
-static_assert(kMockWindowMessages * 400 < kMockPartitions * (5ull << 20),
-              "the produce window must fit in the mock cluster's retention");
 
 // The ingest loop's bookkeeping: counts, batch latencies, batch sizes.
 struct IngestStats {
@@ -174,21 +166,8 @@ absl::StatusOr<BenchResult> RunIngestKafka(const BenchArgs& args, bool json,
   double produce_seconds = 0;
   auto produce_all = [&] {
     const auto start = std::chrono::steady_clock::now();
-    GenerateStream(produce, [&](std::string_view key, std::string_view value) {
-      // Mock: stay within its retention ahead of the engine (bounded wait).
-      while (mock && !stop_producer && produced.load() - stats.taken.load() > kMockWindowMessages) {
-        std::this_thread::sleep_for(std::chrono::microseconds(500));
-      }
-      if (stop_producer) return false;
-      absl::Status s = producer->Send(topic, key, value);
-      if (!s.ok()) {
-        produce_status = s;
-        return false;
-      }
-      ++produced;
-      return true;
-    });
-    if (produce_status.ok()) produce_status = producer->Flush(60'000);
+    produce_status =
+        ProduceBenchStream(*producer, topic, produce, mock, stats.taken, stop_producer, &produced);
     produce_seconds = Since(start);
     producer_done = true;
   };

@@ -32,8 +32,6 @@
 namespace loyalty::bench {
 namespace {
 
-constexpr int kMockPartitions = 12;  // as the engine's ingest-kafka scenario
-constexpr uint64_t kMockWindowMessages = 100'000;
 
 std::string BigEndian(uint64_t v) {
   std::string out(8, '\0');
@@ -166,20 +164,7 @@ absl::StatusOr<BenchResult> RunRawKafka(const BenchArgs& args, const std::string
   std::atomic<bool> producer_done{false};
   absl::Status produce_status;
   auto produce_all = [&] {
-    GenerateStream(produce, [&](std::string_view key, std::string_view value) {
-      while (mock && !stop && produced.load() - consumed.load() > kMockWindowMessages) {
-        std::this_thread::sleep_for(std::chrono::microseconds(500));
-      }
-      if (stop) return false;
-      absl::Status s = producer->Send(topic, key, value);
-      if (!s.ok()) {
-        produce_status = s;
-        return false;
-      }
-      ++produced;
-      return true;
-    });
-    if (produce_status.ok()) produce_status = producer->Flush(60'000);
+    produce_status = ProduceBenchStream(*producer, topic, produce, mock, consumed, stop, &produced);
     producer_done = true;
   };
   if (!mock) {

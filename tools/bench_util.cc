@@ -13,6 +13,7 @@
 #include "rocksdb/convenience.h"
 #include "rocksdb/db.h"
 #include "rocksdb/utilities/options_util.h"
+#include "consumers/kafka_producer.h"
 #include "tools/bench.h"
 #include "tools/produce.h"
 
@@ -109,6 +110,26 @@ void Sampler::Stop() {
 }
 
 std::vector<std::vector<double>> Sampler::Rows() const { return rows_; }
+
+absl::Status ProduceBenchStream(KafkaProducer& producer, const std::string& topic,
+                                const ProduceOptions& options, bool paced,
+                                const std::atomic<uint64_t>& taken, const std::atomic<bool>& stop,
+                                std::atomic<uint64_t>* produced) {
+  absl::Status status;
+  GenerateStream(options, [&](std::string_view key, std::string_view value) {
+    // Mock: stay within its retention ahead of the consumer (bounded wait).
+    while (paced && !stop && produced->load() - taken.load() > kMockWindowMessages) {
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    if (stop) return false;
+    status = producer.Send(topic, key, value);
+    if (!status.ok()) return false;
+    ++*produced;
+    return true;
+  });
+  if (status.ok()) status = producer.Flush(60'000);
+  return status;
+}
 
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t total = 0;

@@ -345,6 +345,7 @@ absl::StatusOr<std::unique_ptr<LogSnapshot>> EventLog::TakeSnapshot() const {
     snap.reset(new LogSnapshot(db_.get(), db_->GetSnapshot()));
     snap->state_cf_ = customer_state_cf_;
     snap->meta_cf_ = projection_meta_cf_;
+    snap->generation_ = projection_generation_;
   }
   // The head as of the snapshot: its last log key.
   rocksdb::ReadOptions ro = Ro(snap.get());

@@ -142,6 +142,8 @@ class LogSnapshot {
   uint64_t seq() const { return head_.seq; }
   const LogHead& head() const { return head_; }
   const rocksdb::Snapshot* rocks() const { return snapshot_; }
+  // The projections' generation the view reads.
+  uint64_t projection_generation() const { return generation_; }
 
  private:
   friend class EventLog;
@@ -154,6 +156,7 @@ class LogSnapshot {
   // switches meanwhile does not change what the view reads.
   rocksdb::ColumnFamilyHandle* state_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+  uint64_t generation_ = 0;
 };
 
 // A rebuild of the projections into a new generation of their column families,

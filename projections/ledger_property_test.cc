@@ -29,6 +29,7 @@
 #include "projections/ledger_reader.h"
 #include "projections/program.h"
 #include "projections/replay.h"
+#include "projections/stats_index.h"
 #include "tests/testing/ledger_harness.h"
 
 namespace loyalty {
@@ -1844,14 +1845,10 @@ TEST_CASE("ledger property: the streams hit every edge of the rules",
 }
 
 // Proves the properties hold under changed program settings by rerunning them on two variants.
-TEST_CASE("ledger property: a changed program keeps every property",
-          "[property][ledger][program]") {
-  // Proves that the properties do not depend on the reference program: under changed
-  // settings (lots available at once and expiring after 30 days, a referrer cap of 2,
-  // short cancel, refund and claw-back windows, short tier and churn windows so that
-  // orders leave the compacted state early), the log replays to the same states, every
-  // decision matches the reference model under those settings, the engine's answers
-  // match the naive ones, and points are conserved at every as-of time.
+// Two changed programs: a (lots available at once, expiring after 30 days, a
+// referrer cap of 2) and b (a, with short cancel, refund and claw-back windows, and
+// short tier and churn windows so that orders leave the compacted state early).
+std::pair<v1::Program, v1::Program> ChangedPrograms() {
   v1::Program a = DefaultProgram();
   a.set_pending_days(0);
   a.set_expiry_days(30);
@@ -1870,6 +1867,18 @@ TEST_CASE("ledger property: a changed program keeps every property",
   b.mutable_churn()->set_window_days(30);
   b.mutable_churn()->set_interval_purchases(3);
   b.mutable_churn()->set_churned_days(40);
+  return {a, b};
+}
+
+TEST_CASE("ledger property: a changed program keeps every property",
+          "[property][ledger][program]") {
+  // Proves that the properties do not depend on the reference program: under changed
+  // settings (lots available at once and expiring after 30 days, a referrer cap of 2,
+  // short cancel, refund and claw-back windows, short tier and churn windows so that
+  // orders leave the compacted state early), the log replays to the same states, every
+  // decision matches the reference model under those settings, the engine's answers
+  // match the naive ones, and points are conserved at every as-of time.
+  const auto [a, b] = ChangedPrograms();
   int variant = 0;
   for (const v1::Program& program : {a, b}) {
     ++variant;
@@ -1917,6 +1926,103 @@ TEST_CASE("ledger property: a changed program keeps every property",
       REQUIRE(f.count() == 0);
     }
   }
+}
+
+std::string DiffStats(const StatsView& want, const StatsView& got) {
+  std::string d;
+  auto field = [&](const char* name, int64_t w, int64_t g) {
+    if (w != g) absl::StrAppend(&d, " ", name, " ", w, " vs ", g);
+  };
+  field("members", want.members, got.members);
+  field("purchasers", want.purchasers, got.purchasers);
+  field("repeat_purchasers", want.repeat_purchasers, got.repeat_purchasers);
+  field("points_outstanding", want.points_outstanding, got.points_outstanding);
+  field("earned", want.earned, got.earned);
+  field("redeemed", want.redeemed, got.redeemed);
+  field("expired", want.expired, got.expired);
+  for (int k = 0; k < 4; ++k) field("tier", want.per_tier[k], got.per_tier[k]);
+  for (int k = 0; k < 5; ++k) field("risk", want.per_risk_level[k], got.per_risk_level[k]);
+  return d;
+}
+
+// Proves that /v1/stats from kept shares (StatsIndex) is the pass over every customer.
+TEST_CASE("ledger property: stats from kept shares equal a pass over every customer",
+          "[property][ledger][stats]") {
+  // The index keeps each customer's share of the figures with the span of times it
+  // holds for, and evaluates again only customers changed since (found through the
+  // log) and shares that lapsed at the time asked. After every few batches of random
+  // streams (default and changed programs), it is asked at times that move forward
+  // like a clock, at every lot expiry, tier-window end and churn threshold of a few
+  // customers (and 1 s either side), at random past and future times, kept or not,
+  // and each answer must equal LedgerReader::Stats over the same committed state.
+  const auto [a, b] = ChangedPrograms();
+  int variant = 0;
+  uint64_t asked = 0, off_now = 0;
+  for (const v1::Program& program : {DefaultProgram(), b}) {
+    ++variant;
+    for (uint64_t seed : {uint64_t{3}, uint64_t{77}}) {
+      const Scenario sc = Generate(seed, kEvents / 2);
+      LedgerHarness h(program);
+      const auto rules = std::make_shared<const Rules>(h.projector().rules());
+      StatsIndex index(&h.log());
+      std::mt19937_64 rng(seed * 13 + static_cast<uint64_t>(variant));
+      Failures f(absl::StrCat("variant ", variant, " seed ", seed));
+      auto U = [&](int64_t lo, int64_t hi) {
+        return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+      };
+      const size_t chunks = 12;
+      int64_t now = sc.first_at;
+      for (size_t k = 0; k < chunks; ++k) {
+        const size_t lo = sc.lines.size() * k / chunks, hi = sc.lines.size() * (k + 1) / chunks;
+        h.IngestLines(std::vector<std::string>(sc.lines.begin() + static_cast<std::ptrdiff_t>(lo),
+                                               sc.lines.begin() + static_cast<std::ptrdiff_t>(hi)));
+        now = std::max(now, sc.first_at + (sc.last_at - sc.first_at) * static_cast<int64_t>(k + 1) /
+                                              static_cast<int64_t>(chunks));
+        if (U(0, 1) == 0) REQUIRE(index.Refresh(rules, now).ok());
+        std::vector<int64_t> times = {now, now + 1, now - 1, now + U(0, 3600)};
+        // The boundaries of a few customers' shares: where stats change.
+        for (int i = 0; i < 3; ++i) {
+          const std::string& c = sc.customers[static_cast<size_t>(U(0, static_cast<int64_t>(sc.customers.size()) - 1))];
+          const std::optional<v1::LedgerState> state = h.State(c, INT64_MAX);
+          if (!state.has_value()) continue;
+          std::vector<int64_t> edges;
+          for (const v1::Lot& lot : state->lots()) edges.push_back(lot.expires_at());
+          for (const v1::Order& o : state->orders()) edges.push_back(o.at() + rules->tier_status_s);
+          const ChurnView churn = EvaluateChurn(*rules, *state, state->clock());
+          if (churn.last_purchase_at.has_value()) {
+            const int64_t x = churn.expected_interval_s;
+            edges.push_back(*churn.last_purchase_at + rules->churned_s);
+            edges.push_back(*churn.last_purchase_at + x * rules->at_risk_num / rules->at_risk_den);
+            edges.push_back(*churn.last_purchase_at + x * rules->cooling_num / rules->cooling_den);
+          }
+          for (int64_t e : edges) {
+            for (int64_t d : {-1, 0, 1}) times.push_back(e + d);
+          }
+        }
+        for (int i = 0; i < 6; ++i) times.push_back(U(sc.first_at - 30 * kDay, sc.last_at + 800 * kDay));
+        std::shuffle(times.begin() + 4, times.end(), rng);
+        for (int64_t t : times) {
+          const bool keep = std::abs(t - now) <= 3600 || U(0, 3) == 0;
+          auto got = index.Stats(rules, t, now, keep);
+          REQUIRE(got.ok());
+          LedgerReader reader(&h.log(), rules.get());
+          auto want = reader.Stats(t);
+          REQUIRE(want.ok());
+          CHECK(got->seq == h.log().head().seq);
+          const std::string d = DiffStats(*want, got->stats);
+          f.Check(d.empty(), [&] {
+            return absl::StrCat("chunk ", k, " at ", Rfc3339(t), " (full pass vs index)", d);
+          });
+          ++asked;
+          if (want->members > 0 && t != now) ++off_now;
+        }
+      }
+      REQUIRE(f.count() == 0);
+      CHECK(index.customers() > 0);
+    }
+  }
+  CHECK(asked > 1000);
+  CHECK(off_now > 500);
 }
 
 }  // namespace

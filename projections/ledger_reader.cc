@@ -8,11 +8,7 @@
 #include "projections/ledger.h"
 
 namespace loyalty {
-namespace {
 
-// Parses only the `ledger` field of a serialized CustomerState: program-wide stats
-// need nothing else, and the rest (every order id and redemption id ever) is most
-// of a long-lived customer's bytes. False if the bytes do not decode.
 bool ParseLedgerOnly(std::string_view bytes, v1::LedgerState* ledger) {
   using google::protobuf::internal::WireFormatLite;
   ledger->Clear();
@@ -30,8 +26,6 @@ bool ParseLedgerOnly(std::string_view bytes, v1::LedgerState* ledger) {
     }
   }
 }
-
-}  // namespace
 
 absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record) {
   if (!record.has_applied()) return absl::InvalidArgumentError("not an applied event");

@@ -49,6 +49,11 @@ class LedgerReader {
   const LogSnapshot* snapshot_;
 };
 
+// Parses only the `ledger` field of serialized CustomerState bytes: program-wide
+// stats need nothing else, and the rest (every order id and redemption id ever) is
+// most of a long-lived customer's bytes. False if the bytes do not decode.
+bool ParseLedgerOnly(std::string_view bytes, v1::LedgerState* ledger);
+
 // The event a record holds (decoding raw when the record keeps no copy).
 absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record);
 

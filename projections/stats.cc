@@ -1,19 +1,82 @@
 #include "projections/stats.h"
 
+#include <algorithm>
+
 namespace loyalty {
+namespace {
+
+// The first time `elapsed` seconds after `last` at which elapsed * den >= interval *
+// num holds: a churn ratio threshold (EvaluateChurn) crossed.
+int64_t RatioCrossedAt(int64_t last, int64_t interval, int64_t num, int64_t den) {
+  const __int128 need = static_cast<__int128>(interval) * num;  // >= 0
+  const __int128 elapsed = (need + den - 1) / den;                // ceil, den > 0
+  const __int128 at = static_cast<__int128>(last) + elapsed;
+  return at > INT64_MAX ? INT64_MAX : static_cast<int64_t>(at);
+}
+
+// Narrows [from, until) around t by a time at which the share changes.
+void Bound(int64_t change_at, int64_t t, StatsShare* s) {
+  if (change_at > t) {
+    s->valid_until = std::min(s->valid_until, change_at);
+  } else {
+    s->valid_from = std::max(s->valid_from, change_at);
+  }
+}
+
+}  // namespace
+
+StatsShare ShareAt(const Rules& rules, const v1::LedgerState& state, int64_t t) {
+  StatsShare s;
+  if (state.entries() == 0) return s;  // not a member at any time
+  s.valid_from = state.clock();
+  s.member = true;
+  s.purchases = static_cast<uint8_t>(std::min<uint64_t>(state.accepted_purchases(), 2));
+  const BalanceView b = EvaluateBalance(rules, state, t);
+  s.points_outstanding = b.available + b.pending;
+  s.earned = b.earned;
+  s.redeemed = b.redeemed;
+  s.expired = b.expired;
+  // Points move from outstanding to expired when their lot expires; maturing moves
+  // them only from pending to available, which the share does not tell apart.
+  for (const v1::Lot& lot : state.lots()) {
+    if (lot.remaining() != 0) Bound(lot.expires_at(), t, &s);
+  }
+  // The tier is the highest one reached by an order of the status window: it can
+  // only change when an order leaves the window.
+  s.tier = static_cast<uint8_t>(EvaluateTier(rules, state, t).tier);
+  for (const v1::Order& o : state.orders()) {
+    if (o.amount_minor() - o.refunded_minor() > 0) Bound(o.at() + rules.tier_status_s, t, &s);
+  }
+  // Churn risk depends on the time since the last purchase alone (all purchases are
+  // at or before the clock): it changes where that crosses a threshold.
+  const ChurnView churn = EvaluateChurn(rules, state, t);
+  s.risk_level = static_cast<uint8_t>(churn.risk_level);
+  if (churn.last_purchase_at.has_value()) {
+    const int64_t last = *churn.last_purchase_at;
+    const int64_t x = churn.expected_interval_s;
+    Bound(last > INT64_MAX - rules.churned_s ? INT64_MAX : last + rules.churned_s, t, &s);
+    Bound(RatioCrossedAt(last, x, rules.at_risk_num, rules.at_risk_den), t, &s);
+    Bound(RatioCrossedAt(last, x, rules.cooling_num, rules.cooling_den), t, &s);
+  }
+  return s;
+}
+
+void AddShare(const StatsShare& share, int sign, StatsView* s) {
+  if (!share.member) return;
+  s->members += sign;
+  if (share.purchases >= 1) s->purchasers += sign;
+  if (share.purchases >= 2) s->repeat_purchasers += sign;
+  s->points_outstanding += sign * share.points_outstanding;
+  s->earned += sign * share.earned;
+  s->redeemed += sign * share.redeemed;
+  s->expired += sign * share.expired;
+  s->per_tier[share.tier] += sign;
+  s->per_risk_level[share.risk_level] += sign;
+}
 
 void AddToStats(const Rules& rules, const v1::LedgerState& state, int64_t t, StatsView* s) {
   if (state.entries() == 0 || state.first_at() > t) return;
-  ++s->members;
-  if (state.accepted_purchases() >= 1) ++s->purchasers;
-  if (state.accepted_purchases() >= 2) ++s->repeat_purchasers;
-  const BalanceView b = EvaluateBalance(rules, state, t);
-  s->points_outstanding += b.available + b.pending;
-  s->earned += b.earned;
-  s->redeemed += b.redeemed;
-  s->expired += b.expired;
-  ++s->per_tier[static_cast<int>(EvaluateTier(rules, state, t).tier)];
-  ++s->per_risk_level[static_cast<int>(EvaluateChurn(rules, state, t).risk_level)];
+  AddShare(ShareAt(rules, state, t), +1, s);
 }
 
 }  // namespace loyalty

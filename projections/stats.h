@@ -5,7 +5,6 @@
 
 #include <array>
 #include <cstdint>
-#include <functional>
 
 #include "absl/status/statusor.h"
 #include "loyalty/v1/ledger.pb.h"
@@ -29,6 +28,30 @@ struct StatsView {
     return purchasers == 0 ? 0.0 : static_cast<double>(repeat_purchasers) / purchasers;
   }
 };
+
+// One customer's part of StatsView at a time T, and the span of times around T
+// over which the same state gives the same part: [valid_from, valid_until).
+// valid_from is never before the state's clock (earlier, entries folded into the
+// state may not have happened yet); valid_until is the first time after T at which
+// a lot expires, an order leaves the tier-status window or churn risk rises.
+struct StatsShare {
+  int64_t valid_from = INT64_MIN;
+  int64_t valid_until = INT64_MAX;
+  int64_t points_outstanding = 0;
+  int64_t earned = 0;
+  int64_t redeemed = 0;
+  int64_t expired = 0;
+  bool member = false;
+  uint8_t purchases = 0;  // accepted purchases, counted up to 2
+  uint8_t tier = 0;       // a Tier
+  uint8_t risk_level = 0; // a RiskLevel
+};
+
+// The share of a state folded up to T (T >= state.clock()), evaluated at T.
+StatsShare ShareAt(const Rules& rules, const v1::LedgerState& state, int64_t t);
+
+// Adds (sign +1) or removes (-1) a share.
+void AddShare(const StatsShare& share, int sign, StatsView* stats);
 
 // Adds one customer's state, folded up to T, evaluated at T.
 void AddToStats(const Rules& rules, const v1::LedgerState& state, int64_t t, StatsView* stats);

@@ -1,6 +1,7 @@
 #include "server/query_service.h"
 
 #include <chrono>
+#include <cstdlib>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -97,7 +98,7 @@ absl::StatusOr<v1::KafkaPosition> ParseAfter(const std::string& text) {
 
 QueryService::QueryService(const EventLog* log, const Clock* clock,
                            std::shared_ptr<const Rules> rules, QueryLimits limits)
-    : log_(log), clock_(clock), limits_(limits), rules_(std::move(rules)) {}
+    : log_(log), clock_(clock), limits_(limits), rules_(std::move(rules)), stats_index_(log) {}
 
 void QueryService::SetRules(std::shared_ptr<const Rules> rules) {
   absl::MutexLock lock(&mu_);
@@ -308,11 +309,13 @@ absl::StatusOr<v1::ListCustomersResponse> QueryService::ListCustomers(
 
 absl::StatusOr<v1::Stats> QueryService::GetStats(const v1::StatsRequest& request) const {
   LOYALTY_RETURN_IF_ERROR(WaitFor(request.read()));
-  const std::shared_ptr<const Rules> rules_now = rules();
-  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
   const int64_t t = AsOf(request.read());
-  LedgerReader reader(log_, rules_now.get(), snap.get());
-  LOYALTY_ASSIGN_OR_RETURN(StatsView s, reader.Stats(t));
+  const int64_t now = absl::ToUnixSeconds(clock_->Now());
+  // The index answers at the newest committed state: at or past any wait above.
+  LOYALTY_ASSIGN_OR_RETURN(
+      StatsIndex::Answer answer,
+      stats_index_.Stats(rules(), t, now, std::abs(t - now) <= kKeepStatsWithin));
+  const StatsView& s = answer.stats;
   v1::Stats out;
   *out.mutable_as_of() = Ts(t);
   out.set_members(s.members);
@@ -332,8 +335,12 @@ absl::StatusOr<v1::Stats> QueryService::GetStats(const v1::StatsRequest& request
     c->set_risk_level(static_cast<v1::RiskLevel>(k));
     c->set_customers(s.per_risk_level[k]);
   }
-  out.set_log_seq(snap->seq());
+  out.set_log_seq(answer.seq);
   return out;
+}
+
+absl::Status QueryService::RefreshStats() {
+  return stats_index_.Refresh(rules(), absl::ToUnixSeconds(clock_->Now()));
 }
 
 absl::StatusOr<v1::EventStatus> QueryService::GetEvent(const v1::EventRequest& request) const {

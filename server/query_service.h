@@ -19,6 +19,7 @@
 #include "engine/event_log.h"
 #include "loyalty/v1/query.pb.h"
 #include "projections/program.h"
+#include "projections/stats_index.h"
 
 namespace loyalty {
 
@@ -54,6 +55,11 @@ class QueryService {
   absl::StatusOr<v1::EventStatus> GetEvent(const v1::EventRequest& request) const;
   absl::StatusOr<v1::Progress> GetProgress() const;
 
+  // Brings the stats index up to the newest committed state at the present, ahead
+  // of the next GetStats (a serving process calls it every second or so; the first
+  // call reads every customer's state once).
+  absl::Status RefreshStats();
+
   const QueryLimits& limits() const { return limits_; }
 
  private:
@@ -68,6 +74,10 @@ class QueryService {
   const QueryLimits limits_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const Rules> rules_ ABSL_GUARDED_BY(mu_);
+  // Stats are answered from kept per-customer shares (StatsIndex); shares evaluated
+  // at times within this far from the present are kept for the next query.
+  static constexpr int64_t kKeepStatsWithin = 3600;
+  mutable StatsIndex stats_index_;
 };
 
 // "topic:partition:offset" as in `?after=`; InvalidArgument if malformed.

@@ -364,6 +364,22 @@ int RunServe(const ServeArgs& args) {
                args.data_dir.c_str(), static_cast<unsigned long long>((*log)->head().seq),
                http.host.c_str(), (*http_server)->port(), (*grpc_server)->port());
 
+  // Keeps the stats index current, so that /v1/stats reads only what changed since
+  // (the first round reads every customer's state once).
+  std::atomic<bool> stopping{false};
+  std::thread stats_thread([&service, &stopping] {
+    std::string last_error;
+    while (!stopping) {
+      absl::Status s = service.RefreshStats();
+      const std::string error = s.ok() ? "" : std::string(s.message());
+      if (error != last_error && !error.empty()) {
+        std::fprintf(stderr, "loyalty serve: keeping stats current: %s\n", error.c_str());
+      }
+      last_error = error;
+      for (int i = 0; i < 10 && !stopping; ++i) absl::SleepFor(absl::Milliseconds(100));
+    }
+  });
+
   // Wait for a stop signal; meanwhile, start writing once a rebuild is done.
   int signal_number = 0;
   int exit_code = 0;
@@ -391,6 +407,8 @@ int RunServe(const ServeArgs& args) {
       break;
     }
   }
+  stopping = true;
+  stats_thread.join();
   if (rebuild_thread.joinable()) rebuild_thread.join();  // a rebuild is not interrupted
   if (loop != nullptr) loop->Stop();  // finishes its batch, leaves the group
   if (outbox != nullptr) outbox->Stop();  // the rest is published after a restart

@@ -98,27 +98,6 @@ absl::Status Restore(const v1::LedgerEntry& e, v1::LedgerState* s) {
   return absl::OkStatus();
 }
 
-// Prefix sums of net order amounts, for rolling spend over a sorted order list.
-struct SpendIndex {
-  explicit SpendIndex(const v1::LedgerState& s) {
-    at.reserve(s.orders_size());
-    prefix.reserve(s.orders_size() + 1);
-    prefix.push_back(0);
-    for (const v1::Order& o : s.orders()) {
-      at.push_back(o.at());
-      prefix.push_back(prefix.back() + (o.amount_minor() - o.refunded_minor()));
-    }
-  }
-  // Sum over orders with time in (s - window, s].
-  int64_t Rolling(int64_t s, int64_t window) const {
-    const size_t hi = std::upper_bound(at.begin(), at.end(), s) - at.begin();
-    const size_t lo = std::upper_bound(at.begin(), at.end(), s - window) - at.begin();
-    return lo >= hi ? 0 : prefix[hi] - prefix[lo];
-  }
-  std::vector<int64_t> at;
-  std::vector<int64_t> prefix;
-};
-
 }  // namespace
 
 int64_t SignedPoints(const v1::LedgerEntry& e) {
@@ -262,30 +241,46 @@ BalanceView EvaluateBalance(const Rules& rules, const v1::LedgerState& s, int64_
 }
 
 int64_t RollingSpend(const Rules& rules, const v1::LedgerState& s, int64_t at) {
-  return SpendIndex(s).Rolling(at, rules.spend_window_s);
+  int64_t sum = 0;
+  for (const v1::Order& o : s.orders()) {
+    if (o.at() > at) break;  // orders are in time order
+    if (o.at() > at - rules.spend_window_s) sum += o.amount_minor() - o.refunded_minor();
+  }
+  return sum;
 }
 
 TierView EvaluateTier(const Rules& rules, const v1::LedgerState& s, int64_t t) {
   TierView v;
-  const SpendIndex index(s);
   // Each order with a positive net amount and time in (t - status, t] reaches the
-  // tier its rolling spend buys; the tier is the highest reached.
-  std::vector<std::pair<int64_t, Tier>> reached;  // (order time, tier)
-  for (const v1::Order& o : s.orders()) {
-    if (o.at() <= t - rules.tier_status_s || o.at() > t) continue;
-    if (o.amount_minor() - o.refunded_minor() <= 0) continue;
-    const Tier k = rules.TierBySpend(index.Rolling(o.at(), rules.spend_window_s));
-    reached.emplace_back(o.at(), k);
-    v.tier = std::max(v.tier, k);
-  }
-  if (v.tier != Tier::kBronze) {
-    int64_t latest = INT64_MIN;
-    for (const auto& [at, k] : reached) {
-      if (k >= v.tier) latest = std::max(latest, at);
+  // tier its rolling spend buys (net amounts of orders in (at - window, at]); the
+  // tier is the highest reached. Orders are in time order, so one pass with a
+  // sliding window does it: [lo, hi) are the orders in the window of order i.
+  const auto& orders = s.orders();
+  const int n = orders.size();
+  int lo = 0, hi = 0;
+  int64_t window = 0;
+  int64_t latest = INT64_MIN;  // the latest order time that reached v.tier
+  for (int i = 0; i < n; ++i) {
+    const v1::Order& o = orders[i];
+    if (o.at() > t) break;
+    for (; hi < n && orders[hi].at() <= o.at(); ++hi) {
+      window += orders[hi].amount_minor() - orders[hi].refunded_minor();
     }
-    v.valid_until = latest + rules.tier_status_s;
+    for (; lo < hi && orders[lo].at() <= o.at() - rules.spend_window_s; ++lo) {
+      window -= orders[lo].amount_minor() - orders[lo].refunded_minor();
+    }
+    if (o.at() <= t - rules.tier_status_s) continue;
+    if (o.amount_minor() - o.refunded_minor() <= 0) continue;
+    const Tier k = rules.TierBySpend(window);
+    if (k > v.tier) {
+      v.tier = k;
+      latest = o.at();
+    } else if (k == v.tier) {
+      latest = std::max(latest, o.at());
+    }
   }
-  v.rolling_spend_minor = index.Rolling(t, rules.spend_window_s);
+  if (v.tier != Tier::kBronze) v.valid_until = latest + rules.tier_status_s;
+  v.rolling_spend_minor = RollingSpend(rules, s, t);
   if (v.tier != Tier::kPlatinum) {
     const int next = static_cast<int>(v.tier) + 1;
     v.next_tier = static_cast<Tier>(next);
@@ -308,15 +303,38 @@ const char* RiskLevelName(RiskLevel level) {
 
 ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& s, int64_t t) {
   ChurnView v;
-  std::vector<int64_t> times(s.old_purchase_at().begin(), s.old_purchase_at().end());
+  // The purchase times: old_purchase_at, then the orders with a positive net amount
+  // up to t, both in time order. Needed: the last one and the m-th from the end.
+  auto counts = [&](const v1::Order& o) {
+    return o.at() <= t && o.amount_minor() - o.refunded_minor() > 0;
+  };
+  const size_t old_count = static_cast<size_t>(s.old_purchase_at_size());
+  size_t count = old_count;
+  int64_t last = 0;
+  if (old_count > 0) last = s.old_purchase_at(static_cast<int>(old_count) - 1);
   for (const v1::Order& o : s.orders()) {
-    if (o.at() <= t && o.amount_minor() - o.refunded_minor() > 0) times.push_back(o.at());
+    if (!counts(o)) continue;
+    ++count;
+    last = o.at();
   }
-  if (times.empty()) return v;
-  const int64_t last = times.back();
-  const size_t m = std::min<size_t>(times.size(), rules.churn_interval_purchases);
+  if (count == 0) return v;
+  const size_t m = std::min<size_t>(count, rules.churn_interval_purchases);
+  const size_t first_index = count - m;  // the m-th time from the end
+  int64_t first = 0;
+  if (first_index < old_count) {
+    first = s.old_purchase_at(static_cast<int>(first_index));
+  } else {
+    size_t k = old_count;
+    for (const v1::Order& o : s.orders()) {
+      if (!counts(o)) continue;
+      if (k++ == first_index) {
+        first = o.at();
+        break;
+      }
+    }
+  }
   int64_t expected = m == 1 ? rules.churn_default_interval_s
-                            : (last - times[times.size() - m]) / static_cast<int64_t>(m - 1);
+                            : (last - first) / static_cast<int64_t>(m - 1);
   expected = std::max(expected, rules.churn_min_interval_s);
   const int64_t elapsed = t - last;
   v.last_purchase_at = last;
@@ -339,7 +357,7 @@ ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& s, int64_t t)
       ++v.purchases_365d;
     }
   }
-  v.spend_365d_minor = SpendIndex(s).Rolling(t, rules.spend_window_s);
+  v.spend_365d_minor = RollingSpend(rules, s, t);
   return v;
 }
 

@@ -13,10 +13,12 @@ namespace loyalty {
 using ProjectionCf = LogBatch::ProjectionCf;
 
 absl::StatusOr<std::unique_ptr<Projector>> Projector::Open(EventLog* log,
-                                                           const v1::Program& program) {
+                                                           const v1::Program& program,
+                                                           size_t state_cache_bytes) {
   LOYALTY_RETURN_IF_ERROR(ValidateProgram(program));
   std::unique_ptr<Projector> p(new Projector(log));
   p->configured_ = program;
+  p->state_cache_bytes_ = state_cache_bytes;
   LOYALTY_RETURN_IF_ERROR(p->Load());
   return p;
 }
@@ -42,7 +44,27 @@ absl::Status Projector::Load() {
   return absl::OkStatus();
 }
 
+void Projector::Evict() {
+  const size_t target = state_cache_bytes_ / 10 * 9;
+  std::vector<std::pair<uint64_t, const std::string*>> by_use;
+  by_use.reserve(cache_.size());
+  for (const auto& [id, cached] : cache_) by_use.emplace_back(cached.used, &id);
+  std::sort(by_use.begin(), by_use.end());
+  std::vector<std::string> drop;
+  size_t bytes = cached_bytes_;
+  for (const auto& [used, id] : by_use) {
+    if (bytes <= target) break;
+    bytes -= cache_.find(*id)->second.bytes;
+    drop.push_back(*id);
+  }
+  for (const std::string& id : drop) cache_.erase(id);
+  cached_bytes_ = bytes;
+}
+
 absl::Status Projector::BeginBatch(LogBatch* batch) {
+  dirty_.clear();  // the previous batch committed (else AbortBatch cleared it)
+  ++batch_number_;
+  if (cached_bytes_ > state_cache_bytes_) Evict();
   before_batch_ = in_force_;
   if (in_force_.version() > 0 &&
       google::protobuf::util::MessageDifferencer::Equals(in_force_.program(), configured_)) {
@@ -65,21 +87,25 @@ absl::Status Projector::BeginBatch(LogBatch* batch) {
 absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& customer_id) {
   auto it = cache_.find(customer_id);
   if (it == cache_.end()) {
-    auto state = std::make_unique<v1::CustomerState>();
+    Cached cached;
+    cached.state = std::make_unique<v1::CustomerState>();
     auto stored = log_->GetProjection(ProjectionCf::kCustomerState, customer_id);
     if (stored.ok()) {
-      if (!state->ParseFromString(*stored)) {
+      if (!cached.state->ParseFromString(*stored)) {
         return absl::DataLossError(absl::StrCat("the state of customer ", customer_id,
                                                 " does not decode"));
       }
+      cached.bytes = stored->size();
     } else if (absl::IsNotFound(stored.status())) {
-      state->set_customer_id(customer_id);
+      cached.state->set_customer_id(customer_id);
     } else {
       return stored.status();
     }
-    it = cache_.emplace(customer_id, std::move(state)).first;
+    cached_bytes_ += cached.bytes;
+    it = cache_.emplace(customer_id, std::move(cached)).first;
   }
-  v1::CustomerState* state = it->second.get();
+  it->second.used = batch_number_;
+  v1::CustomerState* state = it->second.state.get();
   dirty_.push_back(state);
   return state;
 }
@@ -104,11 +130,16 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
   std::sort(dirty_.begin(), dirty_.end());
   dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
   for (const v1::CustomerState* state : dirty_) {
-    batch->Put(ProjectionCf::kCustomerState, state->customer_id(),
-               SerializeDeterministic(*state));
+    const std::string bytes = SerializeDeterministic(*state);
+    batch->Put(ProjectionCf::kCustomerState, state->customer_id(), bytes);
+    Cached& cached = cache_.find(state->customer_id())->second;
+    cached_bytes_ += bytes.size();
+    cached_bytes_ -= cached.bytes;
+    cached.bytes = bytes.size();
     if (due_loaded_) due_.Set(state->customer_id(), state->signals().next_check_at());
   }
-  dirty_.clear();
+  // dirty_ stays until the next batch begins: if the commit fails, AbortBatch must
+  // still know which states hold changes the store does not.
   return absl::OkStatus();
 }
 
@@ -120,7 +151,12 @@ void Projector::AbortBatch() {
   // The sweep's index may hold times of states that did not commit: load it again.
   if (!dirty_.empty()) due_loaded_ = false;
   dirty_.clear();
-  for (const std::string& id : ids) cache_.erase(id);
+  for (const std::string& id : ids) {
+    auto it = cache_.find(id);
+    if (it == cache_.end()) continue;  // named twice
+    cached_bytes_ -= it->second.bytes;
+    cache_.erase(it);
+  }
   in_force_ = before_batch_;
   rules_ = std::make_unique<Rules>(in_force_.version() > 0 ? in_force_.program() : configured_);
 }
@@ -139,7 +175,9 @@ absl::Status Projector::LoadDue() {
         return absl::OkStatus();
       }));
   // States changed in memory but not yet written (none between batches) win.
-  for (const auto& [id, state] : cache_) due_.Set(id, state->signals().next_check_at());
+  for (const auto& [id, cached] : cache_) {
+    due_.Set(id, cached.state->signals().next_check_at());
+  }
   due_loaded_ = true;
   return absl::OkStatus();
 }

@@ -30,13 +30,19 @@ inline constexpr uint32_t kProjectionVersion = 2;  // 2: CustomerState.signals
 inline constexpr char kMetaProgram[] = "program";         // ProgramChange in force
 inline constexpr char kMetaProjectionVersion[] = "projection_version";
 
+// The states kept in memory between batches, in serialized bytes (in memory a
+// state takes about 3-4 times that): past it, the states least recently used are
+// dropped at the start of a batch and read again from the store when needed.
+inline constexpr size_t kDefaultStateCacheBytes = 64 << 20;
+
 class Projector final : public EventProcessor, public StateSource {
  public:
   // `log` is not owned and must outlive the projector. `program` is the one
   // configured now (complete; see LoadProgram): if it differs from the one in
   // force, the next batch records it first.
-  static absl::StatusOr<std::unique_ptr<Projector>> Open(EventLog* log,
-                                                         const v1::Program& program);
+  static absl::StatusOr<std::unique_ptr<Projector>> Open(
+      EventLog* log, const v1::Program& program,
+      size_t state_cache_bytes = kDefaultStateCacheBytes);
 
   // EventProcessor
   absl::Status BeginBatch(LogBatch* batch) override;
@@ -52,19 +58,34 @@ class Projector final : public EventProcessor, public StateSource {
   const Rules& rules() const { return *rules_; }
   uint32_t program_version() const { return in_force_.version(); }
 
+  // States in memory, and their serialized bytes as last stored.
+  size_t cached_states() const { return cache_.size(); }
+  size_t cached_bytes() const { return cached_bytes_; }
+
  private:
   explicit Projector(EventLog* log) : log_(log) {}
   absl::Status Load();
   // The sweep's index: every customer's SignalState.next_check_at (0s left out),
   // loaded from the store at the first sweep and kept up to date by EndBatch.
   absl::Status LoadDue();
+  // Drops the least recently used states until the cache is within 90% of its
+  // budget. Only between batches: every state is then as stored.
+  void Evict();
 
   EventLog* log_;
   v1::Program configured_;
   v1::ProgramChange in_force_;  // version 0: none recorded yet
   std::unique_ptr<Rules> rules_;
   v1::ProgramChange before_batch_;  // to restore on AbortBatch
-  absl::flat_hash_map<std::string, std::unique_ptr<v1::CustomerState>> cache_;
+  struct Cached {
+    std::unique_ptr<v1::CustomerState> state;
+    size_t bytes = 0;   // serialized, as last read or written
+    uint64_t used = 0;  // the last batch that asked for it
+  };
+  absl::flat_hash_map<std::string, Cached> cache_;
+  size_t state_cache_bytes_ = kDefaultStateCacheBytes;
+  size_t cached_bytes_ = 0;
+  uint64_t batch_number_ = 0;
   std::vector<v1::CustomerState*> dirty_;
   bool due_loaded_ = false;
   DueIndex due_;

@@ -98,14 +98,18 @@ absl::StatusOr<StatsView> LedgerReader::Stats(int64_t t) const {
 
 absl::StatusOr<std::optional<v1::LedgerState>> LedgerReader::StateAsOf(
     const std::string& customer_id, int64_t t) const {
-  LOYALTY_ASSIGN_OR_RETURN(std::optional<v1::CustomerState> current, Current(customer_id));
-  if (!current.has_value() || current->ledger().entries() == 0 ||
-      current->ledger().first_at() > t) {
+  // Only the ledger: the decision state (every order and redemption id) is not needed.
+  auto stored = log_->GetProjection(LogBatch::ProjectionCf::kCustomerState, customer_id, snapshot_);
+  if (absl::IsNotFound(stored.status())) return std::optional<v1::LedgerState>();
+  LOYALTY_RETURN_IF_ERROR(stored.status());
+  v1::LedgerState current;
+  if (!ParseLedgerOnly(*stored, &current)) {
+    return absl::DataLossError(absl::StrCat("the state of ", customer_id, " does not decode"));
+  }
+  if (current.entries() == 0 || current.first_at() > t) {
     return std::optional<v1::LedgerState>();
   }
-  if (current->ledger().clock() <= t) {
-    return std::optional<v1::LedgerState>(std::move(*current->mutable_ledger()));
-  }
+  if (current.clock() <= t) return std::optional<v1::LedgerState>(std::move(current));
   LOYALTY_ASSIGN_OR_RETURN(std::vector<v1::LedgerEntry> entries,
                            Entries(customer_id, INT64_MIN, t));
   v1::LedgerState state;

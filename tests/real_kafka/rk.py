@@ -3,7 +3,9 @@
 Each test runs `loyalty serve --brokers` against the single-node Apache Kafka broker
 that tests/kafka_broker/broker.sh started (the CTest fixture `real_kafka`), and
 compares what the engine took with `loyalty ingest` of the same JSON lines. Every
-process a test starts is registered here and killed on every exit path.
+process a test starts is registered here and killed on every exit path. The crash
+loop on the mock cluster (tests/reliability/mock_crash_loop_test.py) uses these
+helpers too, with `loyalty kafka-mock` in place of the broker.
 """
 
 import argparse
@@ -298,6 +300,7 @@ class Producer:
     def __init__(self, bootstrap, topic, lines, rate=0, workdir=None):
         self.lines = lines
         self.rate = rate
+        self._paced_from = (0, time.time())  # (lines sent, time) the rate counts from
         errpath = os.path.join(workdir or "/tmp", f"kcat-{topic}-{time.time_ns()}.err")
         self.errfile = open(errpath, "wb")
         self.errpath = errpath
@@ -311,17 +314,27 @@ class Producer:
         self.thread = threading.Thread(target=self._feed, daemon=True)
         self.thread.start()
 
+    def set_rate(self, rate):
+        """Changes the rate from now on (0: as fast as kcat takes them)."""
+        self._paced_from = (self.sent, time.time())
+        self.rate = rate
+
     def _feed(self):
-        start = time.time()
+        self._paced_from = (0, time.time())
         try:
             for i, line in enumerate(self.lines):
                 self.proc.stdin.write((line + "\n").encode())
                 self.sent = i + 1
-                if self.rate and i % 20 == 19:
+                rate = self.rate
+                # Paced in steps of 20 lines, fewer at low rates (one step is 0.1 s at most).
+                if rate and (i + 1) % max(1, min(20, int(rate / 10))) == 0:
                     self.proc.stdin.flush()
-                    ahead = (i + 1) / self.rate - (time.time() - start)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    while self.rate:  # sleep until on schedule; a new rate counts at once
+                        sent0, t0 = self._paced_from
+                        ahead = (i + 1 - sent0) / self.rate - (time.time() - t0)
+                        if ahead <= 0:
+                            break
+                        time.sleep(min(ahead, 0.5))
             self.proc.stdin.close()
         except BrokenPipeError:
             pass
@@ -354,7 +367,11 @@ class Serve:
                     "topic.metadata.refresh.interval.ms=2000"]
 
     def __init__(self, loyalty, data_dir, workdir, brokers=None, topic=None, group=None,
-                 name="serve", start_timeout=120):
+                 name="serve", start_timeout=120, kafka_config=None, extra_args=(),
+                 wait=True):
+        """kafka_config: --kafka-config KEY=VALUE settings (default KAFKA_CONFIG);
+        extra_args: more `serve` arguments; wait=False returns at once (the HTTP port
+        is then known after wait_port())."""
         self.data_dir = data_dir
         self.name = name
         n = 0
@@ -365,12 +382,19 @@ class Serve:
                 "--grpc", "127.0.0.1:0"]
         if brokers:
             args += ["--brokers", brokers, "--topic", topic, "--group", group]
-            for kv in self.KAFKA_CONFIG:
+            for kv in (self.KAFKA_CONFIG if kafka_config is None else kafka_config):
                 args += ["--kafka-config", kv]
+        args += list(extra_args)
         self.err = open(self.errpath, "wb")
         self.proc = spawn(args, stdout=subprocess.DEVNULL, stderr=self.err)
         self.port = None
-        deadline = time.time() + start_timeout
+        if wait:
+            self.wait_port(start_timeout)
+
+    def wait_port(self, timeout=120):
+        """Waits until the process logged its HTTP port."""
+        name = self.name
+        deadline = time.time() + timeout
         while self.port is None:
             text = open(self.errpath, errors="replace").read()
             m = re.search(r"HTTP on [0-9.]+:(\d+)", text)
@@ -380,9 +404,10 @@ class Serve:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{name} exited {self.proc.returncode} at start:\n{text[-3000:]}")
             if time.time() > deadline:
-                raise RuntimeError(f"{name} did not log its HTTP port within {start_timeout}s:\n"
+                raise RuntimeError(f"{name} did not log its HTTP port within {timeout}s:\n"
                                    f"{text[-3000:]}")
-            time.sleep(0.05)
+            time.sleep(0.02)
+        return self.port
 
     def stderr_text(self):
         return open(self.errpath, errors="replace").read()

@@ -208,6 +208,7 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
   db_options.create_missing_column_families = !options.read_only;
   db_options.max_background_jobs = 2;
   db_options.bytes_per_sync = 1 << 20;
+  db_options.db_write_buffer_size = options.memtable_budget_bytes;
   if (options.env != nullptr) db_options.env = options.env;
 
   // The fixed column families, the first generation of projections for a new

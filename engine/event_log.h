@@ -58,6 +58,11 @@ struct LogOptions {
   // Memtable size per column family. Larger memtables make the random-key index
   // inserts cheaper (notes/platform.md). Default: 64 MiB.
   size_t write_buffer_bytes = 64 << 20;
+
+  // All memtables of all column families together (RocksDB's
+  // db_write_buffer_size): past it the largest is flushed, so memory stays bounded
+  // however many column families take writes. Default: 256 MiB.
+  size_t memtable_budget_bytes = 256 << 20;
 };
 
 // The last record: its sequence number (0 for an empty log) and chain hash

@@ -44,6 +44,7 @@ absl::Status Projector::Load() {
 
 absl::Status Projector::BeginBatch(LogBatch* batch) {
   before_batch_ = in_force_;
+  written_.clear();  // the previous batch committed
   if (in_force_.version() > 0 &&
       google::protobuf::util::MessageDifferencer::Equals(in_force_.program(), configured_)) {
     return absl::OkStatus();
@@ -107,6 +108,7 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
     batch->Put(ProjectionCf::kCustomerState, state->customer_id(),
                SerializeDeterministic(*state));
     if (due_loaded_) due_.Set(state->customer_id(), state->signals().next_check_at());
+    written_.push_back(state->customer_id());
   }
   dirty_.clear();
   return absl::OkStatus();
@@ -114,11 +116,13 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
 
 void Projector::AbortBatch() {
   // The store still holds every state as of the last committed batch: forget the
-  // changed ones so that they are read again from it.
-  std::vector<std::string> ids;
+  // changed ones (still being changed, or already written into the batch that
+  // failed to commit) so that they are read again from it.
+  std::vector<std::string> ids = std::move(written_);
+  written_.clear();
   for (const v1::CustomerState* state : dirty_) ids.push_back(state->customer_id());
   // The sweep's index may hold times of states that did not commit: load it again.
-  if (!dirty_.empty()) due_loaded_ = false;
+  if (!ids.empty()) due_loaded_ = false;
   dirty_.clear();
   for (const std::string& id : ids) cache_.erase(id);
   in_force_ = before_batch_;

@@ -66,6 +66,9 @@ class Projector final : public EventProcessor, public StateSource {
   v1::ProgramChange before_batch_;  // to restore on AbortBatch
   absl::flat_hash_map<std::string, std::unique_ptr<v1::CustomerState>> cache_;
   std::vector<v1::CustomerState*> dirty_;
+  // The customers whose state EndBatch wrote into the batch: until the next
+  // BeginBatch, the batch may still fail to commit (AbortBatch forgets them).
+  std::vector<std::string> written_;
   bool due_loaded_ = false;
   DueIndex due_;
 };

@@ -378,8 +378,8 @@ absl::Status EventLog::Write(rocksdb::WriteBatch* batch, bool sync, std::string_
 // holds data, and it starts a new WAL file only when it flushes one. With every
 // memtable empty (as right after opening, and after a recovery, which flushed them
 // all), it would carry on with the WAL writer whose write failed, which refuses
-// every later write (RocksDB issues #11643 and #12998, fixed in 9.x; Debian's build
-// asserts on it and aborts the process). So after opening and after each recovery
+// every later write (RocksDB issues #11643 and #12998; Debian's build asserts on it
+// and aborts the process). So after opening and after each recovery
 // the default column family's memtable gets a write: the format key, rewritten
 // with its own value, to the memtable only (the value never changes, so a crash
 // that loses this write loses nothing). ResumeWrites checks the WAL file anyway:
@@ -417,7 +417,9 @@ absl::Status EventLog::ResumeWrites() {
   // With a full disk, RocksDB's own recovery is under way from the first failed
   // write on (its SstFileManager polls free space every 5 s); Resume() then answers
   // Busy, and OK once it has recovered. Fatal errors have no recovery: Resume()
-  // answers them at once.
+  // answers them at once. RocksDB's own recovery is left on rather than driven from
+  // here: with it turned off, once a Resume() had failed on the full disk, the next
+  // one hung waiting for a flush, even with room again.
   const rocksdb::Status s = db_->Resume();
   if (s.IsBusy()) {
     return absl::UnavailableError(absl::StrCat(

@@ -379,11 +379,11 @@ absl::Status EventLog::Write(rocksdb::WriteBatch* batch, bool sync, std::string_
 // memtable empty (as right after opening, and after a recovery, which flushed them
 // all), it would carry on with the WAL writer whose write failed, which refuses
 // every later write (RocksDB issues #11643 and #12998; Debian's build asserts on it
-// and aborts the process). So after opening and after each recovery
-// the default column family's memtable gets a write: the format key, rewritten
-// with its own value, to the memtable only (the value never changes, so a crash
-// that loses this write loses nothing). ResumeWrites checks the WAL file anyway:
-// RocksDB may flush every memtable on its own too.
+// and aborts the process). So after opening and after each recovery the default
+// column family's memtable gets a write: the format key, rewritten with its own
+// value, to the memtable only (the value never changes, so a crash that loses this
+// write loses nothing). ResumeWrites checks the WAL file anyway: RocksDB may flush
+// every memtable on its own too.
 absl::Status EventLog::GuardMemtable() {
   rocksdb::WriteOptions wo;
   wo.disableWAL = true;

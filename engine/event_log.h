@@ -283,8 +283,9 @@ class EventLog {
   // disk RocksDB recovers by itself once the data directory's filesystem has
   // LogOptions::write_buffer_bytes free, polling every 5 s: call again later.
   // FailedPrecondition: RocksDB cannot recover from this fault in-process (an I/O
-  // error other than a full disk): restart the engine once the fault is fixed;
-  // every later call and write returns the same. Thread-safe.
+  // error other than a full disk, or a recovery that kept the WAL writer that
+  // failed): restart the engine once the fault is fixed; every later call and
+  // write returns the same. Thread-safe.
   absl::Status ResumeWrites();
 
   // Bytes on disk: table files of every column family plus the live WAL.
@@ -309,9 +310,9 @@ class EventLog {
   friend class LogBatch;
   EventLog(const LogOptions& options);
   absl::Status LoadHead();
-  // Every write of the writer but the projection rebuild's goes through here: it
-  // refuses writes while a storage fault stands, and records one when RocksDB
-  // refuses a write with an I/O error.
+  // Every write after Open but the projection rebuild's chunks (no WAL) and
+  // GuardMemtable goes through here: it refuses writes while a storage fault
+  // stands, and records one when RocksDB refuses a write with an I/O error.
   absl::Status Write(rocksdb::WriteBatch* batch, bool sync, std::string_view what);
   // A write to the memtable alone, so that at least one memtable holds data: see
   // event_log.cc.

@@ -53,9 +53,10 @@ class KafkaSource {
   ~KafkaSource();
 
   // Collects one batch (up to batch_max_messages or batch_wait_ms) and hands it to
-  // the sink. Returns the messages taken. An error (the sink failed, or a stored
-  // offset lies beyond its partition's end) means the engine must stop: nothing of
-  // the failed batch is stored, and a restart resumes exactly before it.
+  // the sink. Returns the messages taken. After an error (the sink failed, or a
+  // stored offset lies beyond its partition's end) this source is done: nothing of
+  // the failed batch is stored, and a new source (or a restart) resumes exactly
+  // before it, from the stored positions.
   absl::StatusOr<size_t> PollOnce();
 
   // Flushes nothing (batches are synchronous), leaves the group. Idempotent.

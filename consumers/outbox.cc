@@ -45,23 +45,37 @@ absl::Status Outbox::health() const {
 }
 
 void Outbox::Run() {
+  // The last record delivered to Kafka: past the cursor while the store refuses to
+  // store the cursor (a storage fault, EventLog::write_fault).
+  uint64_t delivered = cursor_;
   while (!stop_) {
-    const uint64_t head = log_->head().seq;
-    if (cursor_ >= head) {
-      log_->WaitForSeq(cursor_ + 1, absl::Milliseconds(200));
-      continue;
+    absl::Status s;
+    if (delivered > cursor_) {
+      // Only the cursor write is retried: publishing the chunk again every 500 ms
+      // while the disk is full would send it again each time.
+      s = log_->PutMeta(kCursorName, absl::StrCat(delivered));
+    } else {
+      const uint64_t head = log_->head().seq;
+      if (cursor_ >= head) {
+        log_->WaitForSeq(cursor_ + 1, absl::Milliseconds(200));
+        continue;
+      }
+      const uint64_t to = std::min<uint64_t>(head, cursor_ + options_.chunk_records);
+      s = PublishChunk(cursor_ + 1, to);
+      if (s.ok()) {
+        delivered = to;
+        s = log_->PutMeta(kCursorName, absl::StrCat(to));
+      }
     }
-    const uint64_t to = std::min<uint64_t>(head, cursor_ + options_.chunk_records);
-    absl::Status s = PublishChunk(cursor_ + 1, to);
-    if (s.ok()) s = log_->PutMeta(kCursorName, absl::StrCat(to));
     {
       absl::MutexLock lock(&mu_);
       error_ = s;
     }
     if (s.ok()) {
-      cursor_ = to;
+      cursor_ = delivered;
     } else {
-      // Kafka or the store is failing: wait and publish the same chunk again.
+      // Kafka or the store is failing: wait, then publish the same chunk again (or
+      // store its cursor, if it was delivered).
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }

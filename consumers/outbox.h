@@ -5,7 +5,8 @@
 // sweeps to loyalty.signals (both keyed by customer_id). Every message carries a
 // `loyalty-seq` header, so consumers drop repeats. The cursor (the last sequence
 // number delivered) is stored after each delivered chunk; a crash re-publishes at
-// most one chunk.
+// most one chunk. While the store refuses writes (a full disk) the outbox retries
+// storing the cursor of the chunk it delivered, and publishes nothing more.
 #ifndef LOYALTY_CONSUMERS_OUTBOX_H_
 #define LOYALTY_CONSUMERS_OUTBOX_H_
 

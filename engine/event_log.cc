@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 
@@ -10,9 +11,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
+#include "engine/internal/info_log.h"
 #include "engine/internal/keys.h"
 #include "engine/status_macros.h"
 #include "rocksdb/db.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/transaction_log.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
@@ -20,6 +23,25 @@
 #include "rocksdb/write_batch.h"
 
 namespace loyalty {
+
+namespace internal {
+
+// What RocksDB reports of its background errors that EventLog needs to know:
+// whether the write that failed was a WAL write (see EventLog::ResumeWrites).
+class StoreListener final : public rocksdb::EventListener {
+ public:
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status*) override {
+    if (reason == rocksdb::BackgroundErrorReason::kWriteCallback) wal_write_failed_ = true;
+  }
+  // Whether a WAL write failed since the last call.
+  bool TakeWalWriteFailed() { return wal_write_failed_.exchange(false); }
+
+ private:
+  std::atomic<bool> wal_write_failed_{false};
+};
+
+}  // namespace internal
+
 namespace {
 
 constexpr char kFormatKey[] = "format";
@@ -44,6 +66,9 @@ std::string MetaCfName(uint64_t generation) {
 bool IsProjectionCf(const std::string& name) {
   return absl::StartsWith(name, kCustomerStateCf) || absl::StartsWith(name, kProjectionMetaCf);
 }
+
+// EventLog::wal_at_fault_ when the WAL file of a failed write is not known.
+constexpr uint64_t kUnknownWal = UINT64_MAX;
 
 // Puts per rebuild write: bounds the rebuild's memory.
 constexpr size_t kRebuildBatchPuts = 10'000;
@@ -210,6 +235,12 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
   db_options.bytes_per_sync = 1 << 20;
   db_options.db_write_buffer_size = options.memtable_budget_bytes;
   if (options.env != nullptr) db_options.env = options.env;
+  if (!options.read_only) {
+    log->info_log_ = std::make_shared<internal::InfoLog>();
+    db_options.info_log = log->info_log_;
+    log->listener_ = std::make_shared<internal::StoreListener>();
+    db_options.listeners.push_back(log->listener_);
+  }
 
   // The fixed column families, the first generation of projections for a new
   // store, and whatever projection generations the store already has.
@@ -258,6 +289,11 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
     return FromRocks(s, absl::StrCat("opening the event log in ", options.data_dir));
   }
   log->db_.reset(raw);
+  if (log->info_log_ != nullptr) {
+    // RocksDB, too, runs on without an info log when it cannot create one; the
+    // lines stay in memory, bounded.
+    log->info_log_->Open(options.data_dir).IgnoreError();
+  }
   log->log_cf_ = log->handles_[1];
   log->event_ids_cf_ = log->handles_[2];
   log->customers_cf_ = log->handles_[3];
@@ -316,7 +352,100 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
         kFormatValue, "'"));
   }
   LOYALTY_RETURN_IF_ERROR(log->LoadHead());
+  if (!options.read_only) LOYALTY_RETURN_IF_ERROR(log->GuardMemtable());
   return log;
+}
+
+absl::Status EventLog::Write(rocksdb::WriteBatch* batch, bool sync, std::string_view what) {
+  absl::MutexLock lock(&write_mu_);
+  if (!write_fault_.ok()) return write_fault_;
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  const rocksdb::Status s = db_->Write(wo, batch);
+  if (s.ok()) return absl::OkStatus();
+  if (!s.IsIOError()) return FromRocks(s, std::string(what));
+  write_fault_ = absl::UnavailableError(
+      absl::StrCat("the store refused a write (", std::string(what), ": ", s.ToString(), ")"));
+  if (listener_ != nullptr && listener_->TakeWalWriteFailed()) {
+    absl::StatusOr<uint64_t> wal = CurrentWalNumber();
+    // Without the number, ResumeWrites cannot tell the failed WAL writer from a new
+    // one, and takes it for the failed one.
+    wal_at_fault_ = wal.ok() ? *wal : kUnknownWal;
+  }
+  return write_fault_;
+}
+
+// RocksDB 7.8 recovers from a failed WAL write by flushing every memtable that
+// holds data, and it starts a new WAL file only when it flushes one. With every
+// memtable empty (as right after opening, and after a recovery, which flushed them
+// all), it would carry on with the WAL writer whose write failed, which refuses
+// every later write (RocksDB issues #11643 and #12998; Debian's build asserts on it
+// and aborts the process). So after opening and after each recovery the default
+// column family's memtable gets a write: the format key, rewritten with its own
+// value, to the memtable only (the value never changes, so a crash that loses this
+// write loses nothing). ResumeWrites checks the WAL file anyway: RocksDB may flush
+// every memtable on its own too.
+absl::Status EventLog::GuardMemtable() {
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;
+  return FromRocks(db_->Put(wo, handles_[0], kFormatKey, kFormatValue),
+                   "writing the format key to the memtable");
+}
+
+absl::StatusOr<uint64_t> EventLog::CurrentWalNumber() const {
+  std::unique_ptr<rocksdb::LogFile> file;
+  LOYALTY_RETURN_IF_ERROR(
+      FromRocks(db_->GetCurrentWalFile(&file), "finding the current WAL file"));
+  return file->LogNumber();
+}
+
+absl::Status EventLog::write_fault() const {
+  absl::MutexLock lock(&write_mu_);
+  return write_fault_;
+}
+
+absl::Status EventLog::ResumeWrites() {
+  absl::MutexLock lock(&write_mu_);
+  if (write_fault_.ok() || write_fault_final_) return write_fault_;
+  auto final_fault = [this](const std::string& why) {
+    write_fault_ = absl::FailedPreconditionError(absl::StrCat(
+        write_fault_.message(), "; RocksDB cannot recover from it in-process (", why,
+        "): restart the engine once the fault is fixed (it resumes exactly before the "
+        "failed batch)"));
+    write_fault_final_ = true;
+    return write_fault_;
+  };
+  // With a full disk, RocksDB's own recovery is under way from the first failed
+  // write on (its SstFileManager polls free space every 5 s); Resume() then answers
+  // Busy, and OK once it has recovered. Fatal errors have no recovery: Resume()
+  // answers them at once. RocksDB's own recovery is left on rather than driven from
+  // here: with it turned off, once a Resume() had failed on the full disk, the next
+  // one hung waiting for a flush, even with room again.
+  const rocksdb::Status s = db_->Resume();
+  if (s.IsBusy()) {
+    return absl::UnavailableError(absl::StrCat(
+        write_fault_.message(), "; RocksDB resumes writing by itself once ",
+        options_.write_buffer_bytes >> 20, " MiB are free on the data directory's filesystem"));
+  }
+  if (!s.ok()) {
+    if (s.severity() >= rocksdb::Status::Severity::kFatalError) return final_fault(s.ToString());
+    return absl::UnavailableError(
+        absl::StrCat(write_fault_.message(), "; resuming failed: ", s.ToString()));
+  }
+  if (wal_at_fault_.has_value()) {
+    absl::StatusOr<uint64_t> wal = CurrentWalNumber();
+    if (!wal.ok() || *wal_at_fault_ == kUnknownWal || *wal == *wal_at_fault_) {
+      return final_fault(
+          "RocksDB 7.8 resumed on the WAL file whose write failed, and refuses to write it "
+          "again");
+    }
+  }
+  if (absl::Status guard = GuardMemtable(); !guard.ok()) {
+    return absl::UnavailableError(absl::StrCat(write_fault_.message(), "; ", guard.message()));
+  }
+  write_fault_ = absl::OkStatus();
+  wal_at_fault_.reset();
+  return absl::OkStatus();
 }
 
 absl::Status EventLog::LoadHead() {
@@ -414,9 +543,7 @@ absl::Status EventLog::Commit(LogBatch batch) {
   for (const auto& [k, v] : batch.source_positions_) {
     wb->Put(sources_cf_, k, v).PermitUncheckedError();  // in-memory batch
   }
-  rocksdb::WriteOptions wo;
-  wo.sync = options_.sync_writes;
-  LOYALTY_RETURN_IF_ERROR(FromRocks(db_->Write(wo, wb), "writing a log batch"));
+  LOYALTY_RETURN_IF_ERROR(Write(wb, options_.sync_writes, "writing a log batch"));
   absl::MutexLock lock(&head_mu_);
   head_.seq = batch.last_seq();
   head_.hash = batch.head_hash_;
@@ -603,11 +730,12 @@ absl::StatusOr<std::string> EventLog::GetMeta(std::string_view name) const {
 
 absl::Status EventLog::PutMeta(std::string_view name, std::string_view value) {
   if (options_.read_only) return absl::FailedPreconditionError("the log is open read-only");
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
   const std::string key = absl::StrCat("meta/", std::string(name));
-  return FromRocks(db_->Put(wo, db_->DefaultColumnFamily(), key, rocksdb::Slice(value.data(), value.size())),
-                   "writing meta");
+  rocksdb::WriteBatch batch;
+  // An in-memory batch: see LogBatch::Append.
+  batch.Put(db_->DefaultColumnFamily(), key, rocksdb::Slice(value.data(), value.size()))
+      .PermitUncheckedError();
+  return Write(&batch, /*sync=*/true, "writing meta");
 }
 
 uint64_t EventLog::ApproximateBytes() const {
@@ -651,17 +779,18 @@ absl::Status EventLog::CommitProjectionRebuild(std::unique_ptr<ProjectionRebuild
   LOYALTY_RETURN_IF_ERROR(r->Flush());
   LOYALTY_RETURN_IF_ERROR(FromRocks(db_->Flush(rocksdb::FlushOptions(), {r->state_cf_, r->meta_cf_}),
                                     "flushing rebuilt projections"));
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
+  rocksdb::WriteBatch generation;
+  // An in-memory batch: see LogBatch::Append.
+  generation.Put(db_->DefaultColumnFamily(), kGenerationKey, absl::StrCat(r->generation_))
+      .PermitUncheckedError();
   rocksdb::ColumnFamilyHandle* old_state;
   rocksdb::ColumnFamilyHandle* old_meta;
   {
     // A snapshot is taken either before the switch (and reads the old generation
     // whole) or after it (and reads the new one whole).
     absl::MutexLock lock(&generation_mu_);
-    LOYALTY_RETURN_IF_ERROR(FromRocks(
-        db_->Put(wo, db_->DefaultColumnFamily(), kGenerationKey, absl::StrCat(r->generation_)),
-        "switching to the rebuilt projections"));
+    LOYALTY_RETURN_IF_ERROR(
+        Write(&generation, /*sync=*/true, "switching to the rebuilt projections"));
     old_state = customer_state_cf_;
     old_meta = projection_meta_cf_;
     customer_state_cf_ = r->state_cf_;

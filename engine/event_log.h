@@ -36,6 +36,11 @@ namespace loyalty {
 
 class EventLog;
 
+namespace internal {
+class InfoLog;
+class StoreListener;
+}  // namespace internal
+
 struct LogOptions {
   // The data directory. Created (with its column families) if missing, unless
   // read_only. Required.
@@ -268,9 +273,28 @@ class EventLog {
   // projections in force (the unfinished generation is dropped on the next open).
   absl::Status CommitProjectionRebuild(std::unique_ptr<ProjectionRebuild> rebuild);
   // Small named values of the engine's own (e.g. the outbox cursor), in the
-  // default column family under "meta/". NotFound if absent. Put syncs.
+  // default column family under "meta/". NotFound if absent. Put syncs; it fails
+  // like Commit on a storage fault.
   absl::StatusOr<std::string> GetMeta(std::string_view name) const;
   absl::Status PutMeta(std::string_view name, std::string_view value);
+
+  // Storage faults (docs/reliability.md). When the store refuses a write with an
+  // I/O error (a full disk, a failing device), RocksDB refuses every later write;
+  // from then on the log refuses them too, before they reach RocksDB (Commit and
+  // PutMeta return the fault, as Unavailable), until ResumeWrites finds the store
+  // writable again. Reads go on.
+  //
+  // OK, or the fault that stopped writes. Thread-safe.
+  absl::Status write_fault() const;
+  // After a fault: whether the store takes writes again, and if so, lifts the
+  // refusal. OK: it does (or there was no fault). Unavailable: not yet; from a full
+  // disk RocksDB recovers by itself once the data directory's filesystem has
+  // LogOptions::write_buffer_bytes free, polling every 5 s: call again later.
+  // FailedPrecondition: RocksDB cannot recover from this fault in-process (an I/O
+  // error other than a full disk, or a recovery that kept the WAL writer that
+  // failed): restart the engine once the fault is fixed; every later call and
+  // write returns the same. Thread-safe.
+  absl::Status ResumeWrites();
 
   // Bytes on disk: table files of every column family plus the live WAL.
   uint64_t ApproximateBytes() const;
@@ -294,6 +318,15 @@ class EventLog {
   friend class LogBatch;
   EventLog(const LogOptions& options);
   absl::Status LoadHead();
+  // Every write after Open but the projection rebuild's chunks (no WAL) and
+  // GuardMemtable goes through here: it refuses writes while a storage fault
+  // stands, and records one when RocksDB refuses a write with an I/O error.
+  absl::Status Write(rocksdb::WriteBatch* batch, bool sync, std::string_view what);
+  // A write to the memtable alone, so that at least one memtable holds data: see
+  // event_log.cc.
+  absl::Status GuardMemtable();
+  // The number of the WAL file RocksDB writes to.
+  absl::StatusOr<uint64_t> CurrentWalNumber() const;
 
   LogOptions options_;
   std::string secondary_dir_;  // read_only: RocksDB's secondary directory
@@ -322,6 +355,19 @@ class EventLog {
     absl::MutexLock lock(&generation_mu_);
     return state ? customer_state_cf_ : projection_meta_cf_;
   }
+
+  // RocksDB's info log (internal/info_log.h) and what RocksDB reports of its
+  // background errors; writers only.
+  std::shared_ptr<internal::InfoLog> info_log_;
+  std::shared_ptr<internal::StoreListener> listener_;
+  // Held across each write, so that no write slips through between a fault and its
+  // recording (after RocksDB's own recovery, a write could reach a WAL writer that
+  // RocksDB 7.8 keeps poisoned; see ResumeWrites).
+  mutable absl::Mutex write_mu_;
+  absl::Status write_fault_ ABSL_GUARDED_BY(write_mu_);
+  bool write_fault_final_ ABSL_GUARDED_BY(write_mu_) = false;  // FailedPrecondition
+  // The WAL file in use when a WAL write failed (RocksDB's kWriteCallback), if one did.
+  std::optional<uint64_t> wal_at_fault_ ABSL_GUARDED_BY(write_mu_);
 
   mutable absl::Mutex head_mu_;
   LogHead head_ ABSL_GUARDED_BY(head_mu_);

@@ -107,9 +107,9 @@ TEST_CASE("projector: a batch whose commit fails leaves nothing of it in memory"
   REQUIRE(w.ingestor->IngestBatch(Purchases(1, 30, 3)).ok());
   const auto stored = States(*w.log);
   REQUIRE(stored.size() == 3);
-  env.SetFailing(true);
+  env.Set(testing::FaultEnv::Fault::kIOError);
   REQUIRE_FALSE(w.ingestor->IngestBatch(Purchases(31, 60, 3)).ok());
-  env.SetFailing(false);
+  env.Set(testing::FaultEnv::Fault::kNone);
   for (const auto& [id, bytes] : stored) {
     auto state = w.projector->Mutable(id);
     REQUIRE(state.ok());

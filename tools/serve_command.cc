@@ -11,8 +11,10 @@
 #include <sstream>
 #include <string>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -66,15 +68,25 @@ int Fail(const std::string& message) {
 }
 
 // Consumes the events topic batch by batch on a thread of its own, until told to
-// stop or until a batch cannot be stored (then ingestion stops and /healthz says
-// why; nothing of the failed batch was stored).
+// stop. A batch or sweep the store refuses (a full disk, a failing device:
+// EventLog::write_fault) is aborted whole and ingestion pauses: the consumer is
+// closed (what it took since the last stored batch is dropped, it was not stored),
+// /healthz says why, and every 1 to 5 s the loop asks the log whether the store
+// takes writes again (EventLog::ResumeWrites). Once it does, a new consumer resumes
+// from the input positions stored in the log, so the aborted batch is read again,
+// once. A fault RocksDB cannot recover from in-process, and any other error, stop
+// ingestion for good (/healthz says so; a restart resumes exactly).
 class IngestLoop {
  public:
+  // Opens a consumer that resumes from the positions stored in the log.
+  using SourceFactory = std::function<absl::StatusOr<std::unique_ptr<KafkaSource>>()>;
+
   // Every `sweep_interval` between batches, `ingestor` sweeps for what changes only
   // because time passed (signals; the sweep is a record in the log).
-  IngestLoop(std::unique_ptr<KafkaSource> source, const EventLog* log, Ingestor* ingestor,
-             absl::Duration sweep_interval, Metrics* metrics)
+  IngestLoop(std::unique_ptr<KafkaSource> source, SourceFactory reopen, EventLog* log,
+             Ingestor* ingestor, absl::Duration sweep_interval, Metrics* metrics)
       : source_(std::move(source)),
+        reopen_(std::move(reopen)),
         log_(log),
         ingestor_(ingestor),
         sweep_interval_(sweep_interval),
@@ -91,8 +103,9 @@ class IngestLoop {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
-  // Unhealthy once ingestion stopped, or when one round of the loop (a poll, its
-  // batch, a sweep) has been running for longer than kStuckAfter: ingestion is stuck.
+  // Unhealthy while ingestion is paused or once it stopped, or when one round of the
+  // loop (a poll, its batch, a sweep) has been running for longer than kStuckAfter:
+  // ingestion is stuck.
   absl::Status health() const {
     {
       absl::MutexLock lock(&mu_);
@@ -112,8 +125,31 @@ class IngestLoop {
     absl::Time last_sweep = absl::InfinitePast();
     absl::Time last_report = absl::Now();
     int64_t taken_at_report = 0;
+    absl::Duration backoff = kResumeBackoffMin;
     while (!stop_) {
       round_started_us_ = absl::ToUnixMicros(absl::Now());
+      if (source_ == nullptr) {  // paused by a storage fault
+        absl::Status s = Resume();
+        if (absl::IsUnavailable(s)) {
+          SetError(absl::UnavailableError(absl::StrCat("ingestion paused: ", s.message())));
+          SleepUnlessStopped(backoff);
+          backoff = std::min(2 * backoff, kResumeBackoffMax);
+          continue;
+        }
+        if (!s.ok()) {
+          StopForGood(s);
+          break;
+        }
+        std::fprintf(stderr, "loyalty serve: ingestion resumed from the stored positions\n");
+        SetError(absl::OkStatus());
+        backoff = kResumeBackoffMin;
+        last_sweep = absl::InfinitePast();  // a sweep the fault refused runs now
+        continue;
+      }
+      if (absl::Status fault = log_->write_fault(); !fault.ok()) {
+        Pause(fault);  // another writer (the outbox) met the fault first
+        continue;
+      }
       absl::StatusOr<size_t> polled = source_->PollOnce();
       absl::Status s = polled.status();
       if (s.ok()) metrics_->Counter("loyalty_messages_taken_total") += static_cast<int64_t>(*polled);
@@ -127,10 +163,11 @@ class IngestLoop {
         }
       }
       if (!s.ok()) {
-        std::fprintf(stderr, "loyalty serve: ingestion stopped: %s\n",
-                     std::string(s.message()).c_str());
-        absl::MutexLock lock(&mu_);
-        error_ = absl::UnavailableError(absl::StrCat("ingestion stopped: ", s.message()));
+        if (absl::Status fault = log_->write_fault(); !fault.ok()) {
+          Pause(fault);
+          continue;
+        }
+        StopForGood(s);
         break;
       }
       if (absl::Now() - last_report >= absl::Seconds(10)) {
@@ -151,15 +188,54 @@ class IngestLoop {
       metrics_->Gauge("loyalty_rebalances") = static_cast<int64_t>(source_->rebalances());
     }
     running_ = false;
+    if (source_ != nullptr) source_->Close();
+  }
+
+  // The store refused a write: the batch (or sweep) was aborted whole. The consumer
+  // goes: the messages it took since the last stored batch are in no batch, and a
+  // new consumer reads them again from the stored positions.
+  void Pause(const absl::Status& fault) {
+    std::fprintf(stderr, "loyalty serve: ingestion paused: %s\n",
+                 std::string(fault.message()).c_str());
+    SetError(absl::UnavailableError(absl::StrCat("ingestion paused: ", fault.message())));
     source_->Close();
+    source_.reset();
+  }
+
+  // Unavailable while the store refuses writes; OK once it takes them and a new
+  // consumer is open; any other error ends ingestion.
+  absl::Status Resume() {
+    LOYALTY_RETURN_IF_ERROR(log_->ResumeWrites());
+    LOYALTY_ASSIGN_OR_RETURN(source_, reopen_());
+    return absl::OkStatus();
+  }
+
+  void StopForGood(const absl::Status& s) {
+    std::fprintf(stderr, "loyalty serve: ingestion stopped: %s\n", std::string(s.message()).c_str());
+    SetError(absl::UnavailableError(absl::StrCat("ingestion stopped: ", s.message())));
+  }
+
+  void SetError(absl::Status s) {
+    absl::MutexLock lock(&mu_);
+    error_ = std::move(s);
+  }
+
+  void SleepUnlessStopped(absl::Duration d) {
+    const absl::Time until = absl::Now() + d;
+    while (!stop_ && absl::Now() < until) absl::SleepFor(absl::Milliseconds(100));
   }
 
   static constexpr absl::Duration kStuckAfter = absl::Seconds(60);
+  // Between attempts to resume after a storage fault: RocksDB itself looks for free
+  // space every 5 s, so waiting longer than that only delays the resumption.
+  static constexpr absl::Duration kResumeBackoffMin = absl::Seconds(1);
+  static constexpr absl::Duration kResumeBackoffMax = absl::Seconds(5);
 
-  std::unique_ptr<KafkaSource> source_;
+  std::unique_ptr<KafkaSource> source_;  // null while paused by a storage fault
+  SourceFactory reopen_;
   std::atomic<int64_t> round_started_us_{absl::ToUnixMicros(absl::Now())};
   std::atomic<bool> running_{false};  // the loop is running (the "stuck" check)
-  const EventLog* log_;
+  EventLog* log_;
   Ingestor* ingestor_;
   const Outbox* outbox_ = nullptr;
   absl::Duration sweep_interval_;
@@ -167,7 +243,7 @@ class IngestLoop {
   std::atomic<bool> stop_{false};
   std::thread thread_;
   mutable absl::Mutex mu_;
-  absl::Status error_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
 };
 
 int RunServe(const ServeArgs& args) {
@@ -304,9 +380,11 @@ int RunServe(const ServeArgs& args) {
       m->Gauge("loyalty_log_length") = static_cast<int64_t>(writer->head().seq);
       return absl::OkStatus();
     };
-    LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<KafkaSource> source,
-                             KafkaSource::Create(kafka, writer, sink));
-    loop = std::make_unique<IngestLoop>(std::move(source), writer, ing,
+    IngestLoop::SourceFactory open_source = [kafka, writer, sink] {
+      return KafkaSource::Create(kafka, writer, sink);
+    };
+    LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<KafkaSource> source, open_source());
+    loop = std::make_unique<IngestLoop>(std::move(source), open_source, writer, ing,
                                         absl::Seconds(args.sweep_interval_s), m);
     OutboxOptions outbox_options;
     outbox_options.brokers = brokers;
@@ -347,14 +425,20 @@ int RunServe(const ServeArgs& args) {
     auto snap = log_ptr->TakeSnapshot();  // the store answers
     if (!snap.ok()) return snap.status();
     metrics_ptr->Gauge("loyalty_log_bytes") = static_cast<int64_t>(log_ptr->ApproximateBytes());
-    if (Outbox* outbox = outbox_ptr.load(); outbox != nullptr) {
+    Outbox* outbox = outbox_ptr.load();
+    if (outbox != nullptr) {
       metrics_ptr->Gauge("loyalty_outbox_cursor") = static_cast<int64_t>(outbox->cursor());
+    }
+    // Ingestion first: on a storage fault it says what the operator is to do.
+    if (IngestLoop* loop = loop_ptr.load(); loop != nullptr) {
+      LOYALTY_RETURN_IF_ERROR(loop->health());
+    }
+    if (outbox != nullptr) {
       if (absl::Status s = outbox->health(); !s.ok()) {
         return absl::UnavailableError(absl::StrCat("publishing is failing: ", s.message()));
       }
     }
-    IngestLoop* loop = loop_ptr.load();
-    return loop != nullptr ? loop->health() : absl::OkStatus();
+    return absl::OkStatus();
   };
   auto http_server = HttpServer::Start(&service, &metrics, health, http);
   if (!http_server.ok()) return Fail(std::string(http_server.status().message()));

@@ -1,6 +1,11 @@
-// A rocksdb::Env whose writes fail on demand, as a full disk or a failing device
-// does: while failing, every append, flush and sync of a file (the WAL, tables)
-// and every new file returns an IOError. For tests of storage faults.
+// A rocksdb::Env whose writes fail on demand, for tests of storage faults. Two
+// faults, as RocksDB 7.8 tells them apart (docs/reliability.md):
+//   kNoSpace: a full disk. Every append, flush and sync of a file (the WAL, tables)
+//     fails with IOError subcode NoSpace, as RocksDB's POSIX Env reports ENOSPC; new
+//     files can still be created (a full disk still has inodes); GetFreeSpace, which
+//     RocksDB's SstFileManager polls before it resumes, says 0 bytes.
+//   kIOError: a failing device. Every append, flush, sync and new file fails with
+//     a plain IOError.
 #ifndef LOYALTY_TESTS_TESTING_FAULT_ENV_H_
 #define LOYALTY_TESTS_TESTING_FAULT_ENV_H_
 
@@ -14,21 +19,31 @@ namespace loyalty::testing {
 
 class FaultEnv final : public rocksdb::EnvWrapper {
  public:
+  enum class Fault { kNone, kNoSpace, kIOError };
+
   explicit FaultEnv(rocksdb::Env* base) : rocksdb::EnvWrapper(base) {}
   const char* Name() const override { return "LoyaltyFaultEnv"; }
 
-  void SetFailing(bool failing) { failing_ = failing; }
+  void Set(Fault fault) { fault_ = fault; }
   // Write calls refused so far.
   int refused() const { return refused_; }
 
   rocksdb::Status NewWritableFile(const std::string& name,
                                   std::unique_ptr<rocksdb::WritableFile>* result,
                                   const rocksdb::EnvOptions& options) override {
-    if (Refuse()) return Injected();
+    if (fault_ == Fault::kIOError) return Refuse();
     std::unique_ptr<rocksdb::WritableFile> base;
     rocksdb::Status s = target()->NewWritableFile(name, &base, options);
     if (s.ok()) result->reset(new File(std::move(base), this));
     return s;
+  }
+
+  rocksdb::Status GetFreeSpace(const std::string& path, uint64_t* free) override {
+    if (fault_ == Fault::kNoSpace) {
+      *free = 0;
+      return rocksdb::Status::OK();
+    }
+    return target()->GetFreeSpace(path, free);
   }
 
  private:
@@ -37,31 +52,31 @@ class FaultEnv final : public rocksdb::EnvWrapper {
     File(std::unique_ptr<rocksdb::WritableFile> base, FaultEnv* env)
         : rocksdb::WritableFileWrapper(base.get()), base_(std::move(base)), env_(env) {}
     rocksdb::Status Append(const rocksdb::Slice& data) override {
-      return env_->Refuse() ? Injected() : base_->Append(data);
+      return env_->failing() ? env_->Refuse() : base_->Append(data);
     }
     rocksdb::Status Append(const rocksdb::Slice& data,
                            const rocksdb::DataVerificationInfo& info) override {
-      return env_->Refuse() ? Injected() : base_->Append(data, info);
+      return env_->failing() ? env_->Refuse() : base_->Append(data, info);
     }
-    rocksdb::Status Flush() override { return env_->Refuse() ? Injected() : base_->Flush(); }
-    rocksdb::Status Sync() override { return env_->Refuse() ? Injected() : base_->Sync(); }
-    rocksdb::Status Fsync() override { return env_->Refuse() ? Injected() : base_->Fsync(); }
+    rocksdb::Status Flush() override { return env_->failing() ? env_->Refuse() : base_->Flush(); }
+    rocksdb::Status Sync() override { return env_->failing() ? env_->Refuse() : base_->Sync(); }
+    rocksdb::Status Fsync() override { return env_->failing() ? env_->Refuse() : base_->Fsync(); }
 
    private:
     std::unique_ptr<rocksdb::WritableFile> base_;
     FaultEnv* env_;
   };
 
-  static rocksdb::Status Injected() {
-    return rocksdb::Status::IOError("injected storage fault", "No space left on device");
-  }
-  bool Refuse() {
-    if (!failing_) return false;
+  bool failing() const { return fault_ != Fault::kNone; }
+  rocksdb::Status Refuse() {
     ++refused_;
-    return true;
+    if (fault_ == Fault::kNoSpace) {
+      return rocksdb::Status::NoSpace("injected full disk", "No space left on device");
+    }
+    return rocksdb::Status::IOError("injected storage fault", "Input/output error");
   }
 
-  std::atomic<bool> failing_{false};
+  std::atomic<Fault> fault_{Fault::kNone};
   std::atomic<int> refused_{0};
 };
 

@@ -14,7 +14,7 @@
 #include "projections/program.h"
 #include "projections/projector.h"
 #include "tests/testing/fault_env.h"
-#include "tests/testing/temp_dir.h"
+#include "tests/testing/ledger_harness.h"
 
 namespace loyalty {
 namespace {
@@ -27,13 +27,9 @@ std::vector<InputMessage> Purchases(int from, int to, int customers) {
   for (int i = from; i <= to; ++i) {
     InputMessage m;
     m.raw = absl::StrCat(R"({"eventId":"e-)", i, R"(","customerId":"c-)", i % customers,
-                         R"(","occurredAt":")", 2026 + (i / customers) / 300, "-",
-                         (i / customers) % 300 / 28 + 1 < 10 ? "0" : "",
-                         (i / customers) % 300 / 28 + 1, "-",
-                         (i / customers) % 28 + 1 < 10 ? "0" : "", (i / customers) % 28 + 1,
-                         R"(T10:00:00Z","purchase":{"orderId":"o-)", i,
-                         R"(","amountMinor":)", 1000 + 37 * (i % 11),
-                         R"(,"currency":"EUR"}})");
+                         R"(","occurredAt":")", testing::Day(i / customers, 36000),
+                         R"(","purchase":{"orderId":"o-)", i, R"(","amountMinor":)",
+                         1000 + 37 * (i % 11), R"(,"currency":"EUR"}})");
     m.source.mutable_file()->set_path("projector_test");
     m.source.mutable_file()->set_line(i);
     batch.push_back(std::move(m));
@@ -52,73 +48,53 @@ std::map<std::string, std::string> States(const EventLog& log) {
   return out;
 }
 
-struct World {
-  explicit World(const std::string& dir, size_t cache_bytes = kDefaultStateCacheBytes,
-                 rocksdb::Env* env = nullptr)
-      : clock(absl::FromUnixSeconds(4102444800)) {  // 2100: nothing is in the future
-    LogOptions options;
-    options.data_dir = dir;
-    options.sync_writes = false;
-    options.env = env;
-    auto opened = EventLog::Open(options);
-    REQUIRE(opened.ok());
-    log = std::move(*opened);
-    auto p = Projector::Open(log.get(), DefaultProgram(), cache_bytes);
-    REQUIRE(p.ok());
-    projector = std::move(*p);
-    ingestor = std::make_unique<Ingestor>(log.get(), &clock, projector.get());
-  }
-  ManualClock clock;
-  std::unique_ptr<EventLog> log;
-  std::unique_ptr<Projector> projector;
-  std::unique_ptr<Ingestor> ingestor;
-};
-
 TEST_CASE("projector: a bounded state cache gives the same states, byte for byte") {
   // 4000 purchases over 300 customers in batches of 100. With a cache far smaller
   // than the states, most batches drop states and read them again from the store;
   // the stored states must equal those of a run whose cache keeps everything.
-  testing::TempDir dir;
-  World big(dir.Sub("big"));
-  World small(dir.Sub("small"), /*cache_bytes=*/8 << 10);
+  testing::LedgerHarness big;
+  testing::HarnessOptions small_cache;
+  small_cache.state_cache_bytes = 8 << 10;
+  testing::LedgerHarness small(small_cache);
   size_t most_cached = 0;
   for (int from = 1; from <= 4000; from += 100) {
     const std::vector<InputMessage> batch = Purchases(from, from + 99, 300);
-    REQUIRE(big.ingestor->IngestBatch(batch).ok());
-    REQUIRE(small.ingestor->IngestBatch(batch).ok());
-    most_cached = std::max(most_cached, small.projector->cached_states());
+    REQUIRE(big.Ingest(batch).ok());
+    REQUIRE(small.Ingest(batch).ok());
+    most_cached = std::max(most_cached, small.projector().cached_states());
   }
-  CHECK(big.projector->cached_states() == 300);
+  CHECK(big.projector().cached_states() == 300);
   // Dropped down to 90% of 8 KiB at each batch start, then one batch's customers.
   CHECK(most_cached < 300);
-  CHECK(small.projector->cached_bytes() < big.projector->cached_bytes());
-  const auto want = States(*big.log);
+  CHECK(small.projector().cached_bytes() < big.projector().cached_bytes());
+  const auto want = States(big.log());
   CHECK(want.size() == 300);
-  CHECK(States(*small.log) == want);
+  CHECK(States(small.log()) == want);
 }
 
 TEST_CASE("projector: a batch whose commit fails leaves nothing of it in memory") {
   // The batch is decided and its states serialized (EndBatch), then the commit
   // fails. The projector must forget those states: the next read of each is the
   // stored one, not the one the failed batch built.
-  testing::TempDir dir;
   testing::FaultEnv env(rocksdb::Env::Default());
-  World w(dir.Sub("data"), kDefaultStateCacheBytes, &env);
-  REQUIRE(w.ingestor->IngestBatch(Purchases(1, 30, 3)).ok());
-  const auto stored = States(*w.log);
+  testing::HarnessOptions faulty;
+  faulty.env = &env;
+  testing::LedgerHarness h(faulty);
+  REQUIRE(h.Ingest(Purchases(1, 30, 3)).ok());
+  const auto stored = States(h.log());
   REQUIRE(stored.size() == 3);
   env.Set(testing::FaultEnv::Fault::kIOError);
-  REQUIRE_FALSE(w.ingestor->IngestBatch(Purchases(31, 60, 3)).ok());
+  REQUIRE_FALSE(h.Ingest(Purchases(31, 60, 3)).ok());
   env.Set(testing::FaultEnv::Fault::kNone);
   for (const auto& [id, bytes] : stored) {
-    auto state = w.projector->Mutable(id);
+    auto state = h.projector().Mutable(id);
     REQUIRE(state.ok());
     v1::CustomerState want;
     REQUIRE(want.ParseFromString(bytes));
     CHECK((*state)->ledger().entries() == want.ledger().entries());
     CHECK((*state)->SerializeAsString() == want.SerializeAsString());
   }
-  w.projector->AbortBatch();  // the reads above were outside a batch
+  h.projector().AbortBatch();  // the reads above were outside a batch
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "projections/program.h"
 #include "projections/projector.h"
 #include "tests/testing/fault_env.h"
+#include "tests/testing/ledger_harness.h"
 #include "tests/testing/temp_dir.h"
 
 namespace loyalty {
@@ -92,83 +93,78 @@ absl::Status WaitWritable(EventLog* log) {
   return s;
 }
 
-constexpr absl::Time kClock = absl::FromUnixSeconds(4102444800);  // 2100: nothing is ahead
+// A store in `data_dir` as the engine opens it (WAL synced per batch), on `env`.
+// The harness's clock is at 2100: nothing is ahead of it.
+testing::HarnessOptions Store(const std::string& data_dir, rocksdb::Env* env = nullptr) {
+  testing::HarnessOptions o;
+  o.data_dir = data_dir;
+  o.env = env;
+  o.sync_writes = true;
+  return o;
+}
 
 // The store of a run the fault never touched: batches 1-30 and 31-60, then a sweep.
 std::map<std::string, std::string> Reference(const testing::TempDir& dir) {
-  LogOptions clean;
-  clean.data_dir = dir.Sub("reference");
-  auto log = EventLog::Open(clean);
-  REQUIRE(log.ok());
-  auto projector = Projector::Open(log->get(), DefaultProgram());
-  REQUIRE(projector.ok());
-  ManualClock clock(kClock);
-  Ingestor ingestor(log->get(), &clock, projector->get());
-  REQUIRE(ingestor.IngestBatch(Lines(1, 30)).ok());
-  REQUIRE(ingestor.IngestBatch(Lines(31, 60)).ok());
-  auto swept = ingestor.Sweep();
+  testing::LedgerHarness h(Store(dir.Sub("reference")));
+  REQUIRE(h.Ingest(Lines(1, 30)).ok());
+  REQUIRE(h.Ingest(Lines(31, 60)).ok());
+  auto swept = h.ingestor().Sweep();
   REQUIRE(swept.ok());
   REQUIRE(*swept > 0);
-  return Dump(**log);
+  return Dump(h.log());
 }
 
 TEST_CASE("storage: a full disk refuses a batch and a sweep whole, and the same process "
           "resumes once it has room, equal to a fault-free run byte for byte") {
   testing::TempDir dir;
   testing::FaultEnv env(rocksdb::Env::Default());
-  LogOptions options;
-  options.data_dir = dir.Sub("data");
-  options.env = &env;
-  auto log = EventLog::Open(options);
-  REQUIRE(log.ok());
-  auto projector = Projector::Open(log->get(), DefaultProgram());
-  REQUIRE(projector.ok());
-  ManualClock clock(kClock);
-  Ingestor ingestor(log->get(), &clock, projector->get());
+  testing::LedgerHarness h(Store(dir.Sub("data"), &env));
+  EventLog* log = &h.log();
+  Ingestor& ingestor = h.ingestor();
   REQUIRE(ingestor.IngestBatch(Lines(1, 30)).ok());
-  const LogHead before = (*log)->head();
-  REQUIRE(NextOffset(**log) == 30);
+  const LogHead before = log->head();
+  REQUIRE(NextOffset(*log) == 30);
 
   // The disk fills: the batch is refused whole, nothing of it is stored, and the
   // input position does not move.
   env.Set(Fault::kNoSpace);
   REQUIRE_FALSE(ingestor.IngestBatch(Lines(31, 60)).ok());
   CHECK(env.refused() > 0);
-  CHECK((*log)->head().seq == before.seq);
-  CHECK((*log)->head().hash == before.hash);
-  CHECK(NextOffset(**log) == 30);
-  CHECK_FALSE((*log)->Read(before.seq + 1).ok());
+  CHECK(log->head().seq == before.seq);
+  CHECK(log->head().hash == before.hash);
+  CHECK(NextOffset(*log) == 30);
+  CHECK_FALSE(log->Read(before.seq + 1).ok());
   // The log now refuses writes itself, and says it is waiting for room.
-  const absl::Status fault = (*log)->write_fault();
+  const absl::Status fault = log->write_fault();
   CHECK(absl::IsUnavailable(fault));
   CHECK_THAT(std::string(fault.message()), Catch::Contains("No space left on device"));
-  CHECK(absl::IsUnavailable((*log)->PutMeta("outbox_cursor", "1")));
-  CHECK(absl::IsUnavailable((*log)->ResumeWrites()));
+  CHECK(absl::IsUnavailable(log->PutMeta("outbox_cursor", "1")));
+  CHECK(absl::IsUnavailable(log->ResumeWrites()));
 
   // Room again: RocksDB recovers, the log takes writes, the same batch goes in once.
   env.Set(Fault::kNone);
-  REQUIRE(WaitWritable(log->get()).ok());
-  CHECK((*log)->write_fault().ok());
+  REQUIRE(WaitWritable(log).ok());
+  CHECK(log->write_fault().ok());
   auto retried = ingestor.IngestBatch(Lines(31, 60));
   REQUIRE(retried.ok());
   CHECK(retried->applied == 30);
   CHECK(retried->duplicates == 0);
-  CHECK(NextOffset(**log) == 60);
-  CHECK((*log)->head().seq == before.seq + 30);
+  CHECK(NextOffset(*log) == 60);
+  CHECK(log->head().seq == before.seq + 30);
 
   // A sweep on a full disk is refused whole too, and taken again once it has room.
-  const LogHead before_sweep = (*log)->head();
+  const LogHead before_sweep = log->head();
   env.Set(Fault::kNoSpace);
   REQUIRE_FALSE(ingestor.Sweep().ok());
-  CHECK((*log)->head().seq == before_sweep.seq);
+  CHECK(log->head().seq == before_sweep.seq);
   env.Set(Fault::kNone);
-  REQUIRE(WaitWritable(log->get()).ok());
+  REQUIRE(WaitWritable(log).ok());
   auto swept = ingestor.Sweep();
   REQUIRE(swept.ok());
   CHECK(*swept > 0);
 
-  CHECK(Dump(**log) == Reference(dir));
-  auto verified = VerifyLog(**log);
+  CHECK(Dump(*log) == Reference(dir));
+  auto verified = VerifyLog(*log);
   REQUIRE(verified.ok());
   CHECK(verified->ok);
 }
@@ -179,77 +175,59 @@ TEST_CASE("storage: a full disk at the first write after opening is recovered fr
   // the WAL writer that failed (EventLog::GuardMemtable).
   testing::TempDir dir;
   testing::FaultEnv env(rocksdb::Env::Default());
-  LogOptions options;
-  options.data_dir = dir.Sub("data");
-  options.env = &env;
-  ManualClock clock(kClock);
   {
-    auto log = EventLog::Open(options);
-    REQUIRE(log.ok());
-    auto projector = Projector::Open(log->get(), DefaultProgram());
-    REQUIRE(projector.ok());
-    Ingestor ingestor(log->get(), &clock, projector->get());
-    REQUIRE(ingestor.IngestBatch(Lines(1, 30)).ok());
+    testing::LedgerHarness first(Store(dir.Sub("data"), &env));
+    REQUIRE(first.Ingest(Lines(1, 30)).ok());
   }
-  auto log = EventLog::Open(options);
-  REQUIRE(log.ok());
-  auto projector = Projector::Open(log->get(), DefaultProgram());
-  REQUIRE(projector.ok());
-  Ingestor ingestor(log->get(), &clock, projector->get());
+  testing::LedgerHarness h(Store(dir.Sub("data"), &env));
+  EventLog* log = &h.log();
+  Ingestor& ingestor = h.ingestor();
   env.Set(Fault::kNoSpace);
   REQUIRE_FALSE(ingestor.IngestBatch(Lines(31, 60)).ok());
   env.Set(Fault::kNone);
-  REQUIRE(WaitWritable(log->get()).ok());
+  REQUIRE(WaitWritable(log).ok());
   REQUIRE(ingestor.IngestBatch(Lines(31, 60)).ok());
   auto swept = ingestor.Sweep();
   REQUIRE(swept.ok());
-  CHECK(Dump(**log) == Reference(dir));
+  CHECK(Dump(*log) == Reference(dir));
 }
 
 TEST_CASE("storage: a failing device stops writes for good in-process, and a restart takes "
           "the same input once") {
   testing::TempDir dir;
   testing::FaultEnv env(rocksdb::Env::Default());
-  LogOptions options;
-  options.data_dir = dir.Sub("data");
-  options.env = &env;
-  ManualClock clock(kClock);
   LogHead before;
   {
-    auto log = EventLog::Open(options);
-    REQUIRE(log.ok());
-    auto projector = Projector::Open(log->get(), DefaultProgram());
-    REQUIRE(projector.ok());
-    Ingestor ingestor(log->get(), &clock, projector->get());
+    testing::LedgerHarness first(Store(dir.Sub("data"), &env));
+    EventLog* log = &first.log();
+    Ingestor& ingestor = first.ingestor();
     REQUIRE(ingestor.IngestBatch(Lines(1, 30)).ok());
-    before = (*log)->head();
+    before = log->head();
 
     env.Set(Fault::kIOError);
     REQUIRE_FALSE(ingestor.IngestBatch(Lines(31, 60)).ok());
     CHECK(env.refused() > 0);
-    CHECK((*log)->head().seq == before.seq);
-    CHECK(NextOffset(**log) == 30);
+    CHECK(log->head().seq == before.seq);
+    CHECK(NextOffset(*log) == 30);
     // RocksDB takes a plain I/O error of a WAL write as fatal: even once the device
     // is back, it takes no write on this instance, and the log says to restart.
     env.Set(Fault::kNone);
-    const absl::Status resumed = (*log)->ResumeWrites();
+    const absl::Status resumed = log->ResumeWrites();
     CHECK(absl::IsFailedPrecondition(resumed));
     CHECK_THAT(std::string(resumed.message()), Catch::Contains("restart the engine"));
-    CHECK(absl::IsFailedPrecondition((*log)->ResumeWrites()));
+    CHECK(absl::IsFailedPrecondition(log->ResumeWrites()));
     CHECK_FALSE(ingestor.IngestBatch(Lines(31, 60)).ok());
-    CHECK((*log)->head().seq == before.seq);
+    CHECK(log->head().seq == before.seq);
   }
 
   // The restart resumes exactly before the failed batch, and the same input is
   // taken once.
-  auto log = EventLog::Open(options);
-  REQUIRE(log.ok());
-  CHECK((*log)->head().seq == before.seq);
-  CHECK((*log)->head().hash == before.hash);
-  CHECK(NextOffset(**log) == 30);
-  auto projector = Projector::Open(log->get(), DefaultProgram());
-  REQUIRE(projector.ok());
-  Ingestor ingestor(log->get(), &clock, projector->get());
+  testing::LedgerHarness h(Store(dir.Sub("data"), &env));
+  EventLog* log = &h.log();
+  Ingestor& ingestor = h.ingestor();
+  CHECK(log->head().seq == before.seq);
+  CHECK(log->head().hash == before.hash);
+  CHECK(NextOffset(*log) == 30);
   auto retried = ingestor.IngestBatch(Lines(31, 60));
   REQUIRE(retried.ok());
   CHECK(retried->applied == 30);
@@ -259,8 +237,8 @@ TEST_CASE("storage: a failing device stops writes for good in-process, and a res
   CHECK(again->duplicates == 30);
   auto swept = ingestor.Sweep();
   REQUIRE(swept.ok());
-  CHECK(Dump(**log) == Reference(dir));
-  auto verified = VerifyLog(**log);
+  CHECK(Dump(*log) == Reference(dir));
+  auto verified = VerifyLog(*log);
   REQUIRE(verified.ok());
   CHECK(verified->ok);
 }

@@ -464,6 +464,17 @@ class Serve:
                                    f"stderr tail:\n{self.stderr_text()[-2000:]}")
             time.sleep(0.2)
 
+    def wait_published(self, timeout):
+        """Waits until the outbox cursor reaches the log's length: everything in the log
+        is published. Returns (caught_up, cursor, log_length)."""
+        deadline = time.time() + timeout
+        while True:
+            cursor = self.metric("loyalty_outbox_cursor")
+            length = self.metric("loyalty_log_length")
+            if cursor >= length > 0 or time.time() > deadline:
+                return cursor >= length > 0, cursor, length
+            time.sleep(0.2)
+
     def metric(self, name_and_labels):
         code, text = self.get("/metrics")
         total = 0

@@ -460,16 +460,8 @@ def main():
             f"the last serve resumed at offset {off}, before the {seen_offset} shown as stored")
     rk.log(f"the last serve took the rest in {time.time() - t0:.1f}s (resumed at {off})")
     # Everything published: the outbox cursor reaches the log's length.
-    deadline = time.time() + 180
-    while True:
-        mt = metrics(srv)
-        if mt["loyalty_outbox_cursor"] >= mt["loyalty_log_length"] > 0:
-            break
-        if time.time() > deadline:
-            f.check(False, f"the outbox did not catch up within 180 s: cursor "
-                           f"{mt['loyalty_outbox_cursor']}, log {mt['loyalty_log_length']}")
-            break
-        time.sleep(0.2)
+    published, cursor, length = srv.wait_published(timeout=180)
+    f.check(published, f"the outbox did not catch up within 180 s: cursor {cursor}, log {length}")
 
     # --- against the uninterrupted run
     ref_srv = rk.Serve(a.loyalty, ref_dir, a.work, name="ref-serve")

@@ -198,13 +198,8 @@ def run(a, mnt):
     f.check(code == 200, f"/healthz at the end: {code} {body}")
     rk.log("serve took the whole stream")
     # The outbox, which stores its cursor in the same store, went on too.
-    deadline = time.time() + 60
-    while srv.metric("loyalty_outbox_cursor") < srv.metric("loyalty_log_length"):
-        if time.time() > deadline:
-            f.check(False, f"the outbox cursor stays at {srv.metric('loyalty_outbox_cursor')}, "
-                           f"the log is {srv.metric('loyalty_log_length')} records long")
-            break
-        time.sleep(0.5)
+    published, cursor, length = srv.wait_published(timeout=60)
+    f.check(published, f"the outbox cursor stays at {cursor}, the log is {length} records long")
 
     ref_srv = rk.Serve(a.loyalty, ref_dir, a.work, name="ref-serve")
     customers = sorted(stream.customers)

@@ -43,20 +43,35 @@ inline std::string Day(int64_t n, int64_t seconds = 0) {
 }
 inline int64_t DayT(int64_t n, int64_t seconds = 0) { return T(Day(n, seconds)); }
 
+// How a LedgerHarness opens its store.
+struct HarnessOptions {
+  v1::Program program = DefaultProgram();
+  // Used (and left behind) instead of a temporary directory, if given.
+  std::string data_dir;
+  // A fault-injecting environment, for storage fault tests. Not owned.
+  rocksdb::Env* env = nullptr;
+  bool sync_writes = false;
+  size_t state_cache_bytes = kDefaultStateCacheBytes;
+};
+
 class LedgerHarness {
  public:
   // `data_dir`, if given, is used (and left behind) instead of a temporary one.
   explicit LedgerHarness(const v1::Program& program = DefaultProgram(),
                          const std::string& data_dir = "")
-      : data_dir_(data_dir.empty() ? dir_.Sub("data") : data_dir),
+      : LedgerHarness(Options(program, data_dir)) {}
+
+  explicit LedgerHarness(const HarnessOptions& o)
+      : data_dir_(o.data_dir.empty() ? dir_.Sub("data") : o.data_dir),
         clock_(absl::FromUnixSeconds(4102444800)) {  // 2100-01-01
     LogOptions options;
     options.data_dir = data_dir_;
-    options.sync_writes = false;
+    options.sync_writes = o.sync_writes;
+    options.env = o.env;
     auto log = EventLog::Open(options);
     REQUIRE(log.ok());
     log_ = std::move(*log);
-    auto projector = Projector::Open(log_.get(), program);
+    auto projector = Projector::Open(log_.get(), o.program, o.state_cache_bytes);
     REQUIRE(projector.ok());
     projector_ = std::move(*projector);
     ingestor_ = std::make_unique<Ingestor>(log_.get(), &clock_, projector_.get());
@@ -169,8 +184,16 @@ class LedgerHarness {
     return State(customer, T(as_of)).has_value();
   }
 
+  static HarnessOptions Options(const v1::Program& program, const std::string& data_dir) {
+    HarnessOptions o;
+    o.program = program;
+    o.data_dir = data_dir;
+    return o;
+  }
+
   EventLog& log() { return *log_; }
   Projector& projector() { return *projector_; }
+  Ingestor& ingestor() { return *ingestor_; }
   ManualClock& clock() { return clock_; }
   const std::string& data_dir() const { return data_dir_; }
 

@@ -33,9 +33,10 @@ class LedgerReader {
   // The customer's current state (decision state included); nullopt if unknown.
   absl::StatusOr<std::optional<v1::CustomerState>> Current(const std::string& customer_id) const;
 
-  // Program-wide figures as of t over every customer. Customers whose clock is past
-  // t are folded again from the log, so a past t costs in proportion to the
-  // customers active since.
+  // Program-wide figures as of t over every customer: the plain pass, which the
+  // query service does not run (it answers from a StatsIndex) and the tests hold the
+  // index to. Customers whose clock is past t are folded again from the log, so a
+  // past t costs in proportion to the customers active since.
   absl::StatusOr<StatsView> Stats(int64_t t) const;
 
   // The customer's entries with effective time in [from, to], in ledger order, each

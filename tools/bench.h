@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
@@ -21,7 +22,10 @@
 #include "absl/status/statusor.h"
 
 namespace loyalty {
+class EventLog;
 class KafkaProducer;
+class MockCluster;
+class Projector;
 struct ProduceOptions;
 }  // namespace loyalty
 
@@ -147,6 +151,22 @@ absl::Status ProduceBenchStream(KafkaProducer& producer, const std::string& topi
                                 const ProduceOptions& options, bool paced,
                                 const std::atomic<uint64_t>& taken, const std::atomic<bool>& stop,
                                 std::atomic<uint64_t>* produced);
+
+// The engine's write side over `data_dir`, opened as `loyalty ingest` opens it: the
+// default program, the WAL synced per batch.
+struct BenchEngine {
+  std::unique_ptr<EventLog> log;
+  std::unique_ptr<Projector> projector;  // declared after log: destroyed first
+};
+absl::StatusOr<BenchEngine> OpenBenchEngine(const std::string& data_dir);
+
+// Fills `data_dir` with the file-ingest scenario's log unless it holds one already.
+absl::Status EnsureIngested(const BenchArgs& args, const std::string& data_dir);
+
+// The brokers to use: `brokers_arg`, or (if empty) a mock cluster started into
+// `cluster` with `topic` created on it.
+absl::StatusOr<std::string> BenchBrokers(const std::string& brokers_arg, const std::string& topic,
+                                         std::unique_ptr<MockCluster>* cluster);
 
 absl::StatusOr<BenchResult> RunIngestFile(const BenchArgs& args, const std::string& data_dir);
 // `json`: JSON values instead of protobuf. `brokers` empty: an embedded mock cluster.

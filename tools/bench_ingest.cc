@@ -93,15 +93,10 @@ absl::StatusOr<BenchResult> RunIngestFile(const BenchArgs& args, const std::stri
   ResetPeakRss();
   double seconds = 0;
   {
-    LogOptions options;
-    options.data_dir = data_dir;
-    options.sync_writes = true;
-    LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<EventLog> log, EventLog::Open(options));
-    LOYALTY_ASSIGN_OR_RETURN(v1::Program program, LoadProgram(""));
-    LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<Projector> projector,
-                             Projector::Open(log.get(), program));
+    LOYALTY_ASSIGN_OR_RETURN(BenchEngine engine, OpenBenchEngine(data_dir));
+    EventLog* log = engine.log.get();
     LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<JsonLinesReader> reader, JsonLinesReader::Open(input));
-    Ingestor ingestor(log.get(), RealClock(), projector.get());
+    Ingestor ingestor(log, RealClock(), engine.projector.get());
     // The same batch size as `loyalty ingest` by default.
     constexpr size_t kBatchLines = 4096;
     std::vector<InputMessage> batch;
@@ -139,12 +134,7 @@ absl::StatusOr<BenchResult> RunIngestKafka(const BenchArgs& args, bool json,
   const std::string topic = absl::StrCat("bench.events.", getpid(), json ? ".json" : ".pb", ".",
                                          absl::ToUnixMicros(absl::Now()));
   std::unique_ptr<MockCluster> cluster;
-  std::string brokers = brokers_arg;
-  if (mock) {
-    LOYALTY_ASSIGN_OR_RETURN(cluster, MockCluster::Start(1));
-    LOYALTY_RETURN_IF_ERROR(cluster->CreateTopic(topic, kMockPartitions));
-    brokers = cluster->bootstrap_servers();
-  }
+  LOYALTY_ASSIGN_OR_RETURN(const std::string brokers, BenchBrokers(brokers_arg, topic, &cluster));
   const std::string data_dir =
       absl::StrCat(args.work_dir, "/kafka-", mock ? "mock" : "broker", json ? "-json" : "-pb");
   std::filesystem::remove_all(data_dir);
@@ -182,14 +172,9 @@ absl::StatusOr<BenchResult> RunIngestKafka(const BenchArgs& args, bool json,
   double seconds = 0;
   double wall_seconds = 0;
   {
-    LogOptions options;
-    options.data_dir = data_dir;
-    options.sync_writes = true;
-    LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<EventLog> log, EventLog::Open(options));
-    LOYALTY_ASSIGN_OR_RETURN(v1::Program program, LoadProgram(""));
-    LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<Projector> projector,
-                             Projector::Open(log.get(), program));
-    Ingestor ingestor(log.get(), RealClock(), projector.get());
+    LOYALTY_ASSIGN_OR_RETURN(BenchEngine engine, OpenBenchEngine(data_dir));
+    EventLog* log = engine.log.get();
+    Ingestor ingestor(log, RealClock(), engine.projector.get());
     KafkaSourceOptions source_options;
     source_options.brokers = brokers;
     source_options.topic = topic;
@@ -207,7 +192,7 @@ absl::StatusOr<BenchResult> RunIngestKafka(const BenchArgs& args, bool json,
       return absl::OkStatus();
     };
     LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<KafkaSource> source,
-                             KafkaSource::Create(source_options, log.get(), sink));
+                             KafkaSource::Create(source_options, log, sink));
     std::thread producer_thread;
     if (mock) producer_thread = std::thread(produce_all);
     // Bounded: a generous rate floor of 2k/s plus a minute for the group join.
@@ -252,10 +237,7 @@ absl::StatusOr<BenchResult> RunIngestKafka(const BenchArgs& args, bool json,
 
 absl::StatusOr<BenchResult> RunReplay(const BenchArgs& args, const std::string& data_dir) {
   BenchResult result;
-  if (!std::filesystem::exists(std::filesystem::path(data_dir) / "CURRENT")) {
-    auto ingest = RunIngestFile(args, data_dir);
-    if (!ingest.ok()) return ingest.status();
-  }
+  LOYALTY_RETURN_IF_ERROR(EnsureIngested(args, data_dir));
   {
     LogOptions options;
     options.data_dir = data_dir;

@@ -223,16 +223,9 @@ class BackgroundIngest {
 
 absl::StatusOr<BenchResult> RunQueries(const BenchArgs& args, const std::string& data_dir) {
   BenchResult result;
-  if (!std::filesystem::exists(std::filesystem::path(data_dir) / "CURRENT")) {
-    auto ingest = RunIngestFile(args, data_dir);
-    if (!ingest.ok()) return ingest.status();
-  }
-  LogOptions options;
-  options.data_dir = data_dir;
-  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<EventLog> log, EventLog::Open(options));
-  LOYALTY_ASSIGN_OR_RETURN(v1::Program program, LoadProgram(""));
-  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<Projector> projector,
-                           Projector::Open(log.get(), program));
+  LOYALTY_RETURN_IF_ERROR(EnsureIngested(args, data_dir));
+  LOYALTY_ASSIGN_OR_RETURN(BenchEngine engine, OpenBenchEngine(data_dir));
+  EventLog* log = engine.log.get();
   std::vector<std::string> ids;
   absl::Status scanned = log->ScanProjection(
       LogBatch::ProjectionCf::kCustomerState, [&](std::string_view key, std::string_view) {
@@ -246,7 +239,7 @@ absl::StatusOr<BenchResult> RunQueries(const BenchArgs& args, const std::string&
   }
   if (ids.empty()) return absl::FailedPreconditionError("no customers in the log");
   result.figures["query_customers"] = static_cast<double>(ids.size());
-  QueryService service(log.get(), RealClock(), std::make_shared<Rules>(program));
+  QueryService service(log, RealClock(), std::make_shared<Rules>(engine.projector->rules()));
   Metrics metrics;
   HttpOptions http;
   http.port = 0;
@@ -271,7 +264,7 @@ absl::StatusOr<BenchResult> RunQueries(const BenchArgs& args, const std::string&
   }
 
   // The same with ingestion running into the log the queries read.
-  Ingestor ingestor(log.get(), RealClock(), projector.get());
+  Ingestor ingestor(log, RealClock(), engine.projector.get());
   BackgroundIngest background(&ingestor, args);
   background.Start();
   const auto ingest_start = std::chrono::steady_clock::now();

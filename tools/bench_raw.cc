@@ -144,12 +144,7 @@ absl::StatusOr<BenchResult> RunRawKafka(const BenchArgs& args, const std::string
   const std::string topic =
       absl::StrCat("bench.raw.", getpid(), ".", absl::ToUnixMicros(absl::Now()));
   std::unique_ptr<MockCluster> cluster;
-  std::string brokers = brokers_arg;
-  if (mock) {
-    LOYALTY_ASSIGN_OR_RETURN(cluster, MockCluster::Start(1));
-    LOYALTY_RETURN_IF_ERROR(cluster->CreateTopic(topic, kMockPartitions));
-    brokers = cluster->bootstrap_servers();
-  }
+  LOYALTY_ASSIGN_OR_RETURN(const std::string brokers, BenchBrokers(brokers_arg, topic, &cluster));
   result.notes["transport"] = mock ? "embedded mock cluster" : absl::StrCat("broker ", brokers);
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<KafkaProducer> producer,
                            KafkaProducer::Create(brokers, {{"linger.ms", "5"}}));

@@ -14,6 +14,11 @@
 #include "rocksdb/db.h"
 #include "rocksdb/utilities/options_util.h"
 #include "consumers/kafka_producer.h"
+#include "consumers/mock_cluster.h"
+#include "engine/event_log.h"
+#include "engine/status_macros.h"
+#include "projections/program.h"
+#include "projections/projector.h"
 #include "tools/bench.h"
 #include "tools/produce.h"
 
@@ -190,6 +195,32 @@ absl::Status WriteJsonLines(const BenchArgs& args, const std::string& path) {
   if (std::fclose(f) != 0) ok = false;
   if (!ok) return absl::InternalError(absl::StrCat("writing ", path, " failed"));
   return absl::OkStatus();
+}
+
+absl::StatusOr<BenchEngine> OpenBenchEngine(const std::string& data_dir) {
+  LogOptions options;
+  options.data_dir = data_dir;
+  options.sync_writes = true;
+  BenchEngine engine;
+  LOYALTY_ASSIGN_OR_RETURN(engine.log, EventLog::Open(options));
+  LOYALTY_ASSIGN_OR_RETURN(v1::Program program, LoadProgram(""));
+  LOYALTY_ASSIGN_OR_RETURN(engine.projector, Projector::Open(engine.log.get(), program));
+  return engine;
+}
+
+absl::Status EnsureIngested(const BenchArgs& args, const std::string& data_dir) {
+  if (std::filesystem::exists(std::filesystem::path(data_dir) / "CURRENT")) {
+    return absl::OkStatus();
+  }
+  return RunIngestFile(args, data_dir).status();
+}
+
+absl::StatusOr<std::string> BenchBrokers(const std::string& brokers_arg, const std::string& topic,
+                                         std::unique_ptr<MockCluster>* cluster) {
+  if (!brokers_arg.empty()) return brokers_arg;
+  LOYALTY_ASSIGN_OR_RETURN(*cluster, MockCluster::Start(1));
+  LOYALTY_RETURN_IF_ERROR((*cluster)->CreateTopic(topic, kMockPartitions));
+  return (*cluster)->bootstrap_servers();
 }
 
 }  // namespace loyalty::bench

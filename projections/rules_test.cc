@@ -289,7 +289,7 @@ TEST_CASE("5: a referrer whose clock runs ahead gets the bonus at its own clock"
 
 // ---------------------------------------------------------------- section 6
 
-TEST_CASE("6: redemptions need available points; ids are single-use") {
+TEST_CASE("6: redemptions need available points, and ids are single-use") {
   // 10,000 -> 100 points, pending until day 14: a redemption at day 1 is refused,
   // at day 14 accepted. A reused id is a duplicate even after a rejection.
   LedgerHarness h;
@@ -441,7 +441,7 @@ TEST_CASE("8: churn risk from recency against the expected interval") {
   CHECK(h.Churn("c", Day(200)).risk_level == RiskLevel::kChurned);
 }
 
-TEST_CASE("8: one purchase means 30 days; never under 1 day; refunded orders do not count") {
+TEST_CASE("8: one purchase means 30 days, never under 1 day, refunded orders do not count") {
   LedgerHarness h;
   h.Purchase("c", Day(0), "o1", 1000);
   CHECK(h.Churn("c", Day(1)).expected_interval_s == 30 * kDaySeconds);
@@ -454,7 +454,7 @@ TEST_CASE("8: one purchase means 30 days; never under 1 day; refunded orders do 
 
 // ---------------------------------------------------------------- section 1
 
-TEST_CASE("1: a late event takes the customer's clock; unknown before the first event") {
+TEST_CASE("1: a late event takes the customer's clock, unknown before the first event") {
   // Purchase at day 10, then an adjustment that occurred at day 5: effective day 10.
   LedgerHarness h;
   h.Purchase("c", Day(10), "o1", 1000);

@@ -179,7 +179,7 @@ TEST_CASE("bad requests are 400 or 404 with a JSON error body, never 500") {
   }
 }
 
-TEST_CASE("gRPC answers equal HTTP answers; status codes match") {
+TEST_CASE("gRPC answers equal HTTP answers, and status codes match") {
   // Proves one implementation behind two transports: the same message either way.
   LedgerHarness h;
   Seed(h);

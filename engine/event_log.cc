@@ -52,19 +52,32 @@ constexpr char kEventIdsCf[] = "event_ids";
 constexpr char kCustomersCf[] = "customers";
 constexpr char kSourcesCf[] = "sources";
 constexpr char kDeadLettersCf[] = "dead_letters";
-constexpr char kCustomerStateCf[] = "customer_state";
-constexpr char kProjectionMetaCf[] = "projection_meta";
 constexpr char kGenerationKey[] = "projection_generation";
 
-// Projection column families by generation: generation 0 has the plain names.
-std::string StateCfName(uint64_t generation) {
-  return generation == 0 ? kCustomerStateCf : absl::StrCat(kCustomerStateCf, ".", generation);
+// The projection column families' names, by LogBatch::ProjectionCf. They come in
+// generations: generation 0 has the plain names, generation N the names with ".N".
+constexpr std::array<const char*, LogBatch::kProjectionCfCount> kProjectionCfNames = {
+    "customer_state", "projection_meta", "decision_ids"};
+std::string ProjectionCfName(int cf, uint64_t generation) {
+  return generation == 0 ? kProjectionCfNames[cf]
+                         : absl::StrCat(kProjectionCfNames[cf], ".", generation);
 }
-std::string MetaCfName(uint64_t generation) {
-  return generation == 0 ? kProjectionMetaCf : absl::StrCat(kProjectionMetaCf, ".", generation);
+// Which projection column family `name` is of (any generation), or -1.
+int ProjectionCfOf(const std::string& name) {
+  for (int cf = 0; cf < LogBatch::kProjectionCfCount; ++cf) {
+    const std::string base = kProjectionCfNames[cf];
+    if (name == base || absl::StartsWith(name, base + ".")) return cf;
+  }
+  return -1;
 }
-bool IsProjectionCf(const std::string& name) {
-  return absl::StartsWith(name, kCustomerStateCf) || absl::StartsWith(name, kProjectionMetaCf);
+bool IsProjectionCf(const std::string& name) { return ProjectionCfOf(name) >= 0; }
+
+// A reader of a store whose projections predate a column family (the writer
+// creates it when it opens the store).
+absl::Status OutdatedProjections() {
+  return absl::FailedPreconditionError(
+      "the store's projections are from an older engine: open it for writing once (`loyalty "
+      "serve` rebuilds them, or run `loyalty replay rebuild`)");
 }
 
 // EventLog::wal_at_fault_ when the WAL file of a failed write is not known.
@@ -257,10 +270,8 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
       if (IsProjectionCf(name)) names.push_back(name);
     }
   }
-  if (std::find(names.begin(), names.end(), kCustomerStateCf) == names.end() &&
-      existing.empty()) {
-    names.push_back(kCustomerStateCf);
-    names.push_back(kProjectionMetaCf);
+  if (existing.empty()) {
+    for (const char* name : kProjectionCfNames) names.push_back(name);
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (const auto& name : names) {
@@ -314,21 +325,37 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "reading the projection generation");
   }
-  const std::string state_name = StateCfName(log->projection_generation_);
-  const std::string meta_name = MetaCfName(log->projection_generation_);
   std::vector<size_t> stale;
   for (size_t i = 0; i < names.size(); ++i) {
-    if (names[i] == state_name) {
-      log->customer_state_cf_ = log->handles_[i];
-    } else if (names[i] == meta_name) {
-      log->projection_meta_cf_ = log->handles_[i];
-    } else if (IsProjectionCf(names[i])) {
+    const int cf = ProjectionCfOf(names[i]);
+    if (cf < 0) continue;
+    if (names[i] == ProjectionCfName(cf, log->projection_generation_)) {
+      log->projection_cfs_[cf] = log->handles_[i];
+    } else {
       stale.push_back(i);
     }
   }
-  if (log->customer_state_cf_ == nullptr || log->projection_meta_cf_ == nullptr) {
-    return absl::DataLossError(absl::StrCat("the projections of generation ",
-                                            log->projection_generation_, " are missing"));
+  using Cf = LogBatch::ProjectionCf;
+  const int ids_cf = static_cast<int>(Cf::kDecisionIds);
+  if (log->projection_cfs_[ids_cf] == nullptr && !options.read_only &&
+      log->projection_cfs_[static_cast<int>(Cf::kCustomerState)] != nullptr) {
+    // A store from before decision_ids existed (projection version 2): its
+    // projections are outdated and are rebuilt (tools/serve_command.cc); until then
+    // the new column family stays empty.
+    rocksdb::ColumnFamilyHandle* h = nullptr;
+    LOYALTY_RETURN_IF_ERROR(FromRocks(
+        log->db_->CreateColumnFamily(IndexCfOptions(options),
+                                     ProjectionCfName(ids_cf, log->projection_generation_), &h),
+        "creating the decision_ids column family"));
+    log->handles_.push_back(h);
+    log->projection_cfs_[ids_cf] = h;
+  }
+  for (int cf = 0; cf < LogBatch::kProjectionCfCount; ++cf) {
+    if (log->projection_cfs_[cf] == nullptr && !(options.read_only && cf == ids_cf)) {
+      return absl::DataLossError(absl::StrCat("the projections of generation ",
+                                              log->projection_generation_, " are missing ",
+                                              kProjectionCfNames[cf]));
+    }
   }
   if (!options.read_only) {
     // Leftovers of an earlier generation or an unfinished rebuild.
@@ -478,8 +505,7 @@ absl::StatusOr<std::unique_ptr<LogSnapshot>> EventLog::TakeSnapshot() const {
     // The snapshot and the generation it reads are taken together.
     absl::MutexLock lock(&generation_mu_);
     snap.reset(new LogSnapshot(db_.get(), db_->GetSnapshot()));
-    snap->state_cf_ = customer_state_cf_;
-    snap->meta_cf_ = projection_meta_cf_;
+    snap->projection_cfs_ = projection_cfs_;
     snap->generation_ = projection_generation_;
   }
   // The head as of the snapshot: its last log key.
@@ -709,8 +735,7 @@ ProjectionRebuild::~ProjectionRebuild() = default;
 
 absl::Status ProjectionRebuild::Put(LogBatch::ProjectionCf cf, std::string_view key,
                                     std::string_view value) {
-  pending_->Put(cf == LogBatch::ProjectionCf::kCustomerState ? state_cf_ : meta_cf_,
-                rocksdb::Slice(key.data(), key.size()), rocksdb::Slice(value.data(), value.size()))
+  pending_->Put(cfs_[static_cast<int>(cf)], rocksdb::Slice(key.data(), key.size()), rocksdb::Slice(value.data(), value.size()))
       .PermitUncheckedError();  // in-memory batch, bounded by kRebuildBatchPuts
   return ++pending_puts_ >= kRebuildBatchPuts ? Flush() : absl::OkStatus();
 }
@@ -761,20 +786,14 @@ absl::StatusOr<std::unique_ptr<ProjectionRebuild>> EventLog::BeginProjectionRebu
   if (options_.read_only) return absl::FailedPreconditionError("the log is open read-only");
   std::unique_ptr<ProjectionRebuild> r(
       new ProjectionRebuild(db_.get(), projection_generation() + 1));
-  const rocksdb::ColumnFamilyOptions cf = IndexCfOptions(options_);
-  LOYALTY_RETURN_IF_ERROR(FromRocks(
-      db_->CreateColumnFamily(cf, StateCfName(r->generation_), &r->state_cf_),
-      "creating the rebuild's column families"));
-  {
+  const rocksdb::ColumnFamilyOptions options = IndexCfOptions(options_);
+  for (int cf = 0; cf < LogBatch::kProjectionCfCount; ++cf) {
+    LOYALTY_RETURN_IF_ERROR(
+        FromRocks(db_->CreateColumnFamily(options, ProjectionCfName(cf, r->generation_),
+                                          &r->cfs_[cf]),
+                  "creating the rebuild's column families"));
     absl::MutexLock lock(&generation_mu_);
-    handles_.push_back(r->state_cf_);
-  }
-  LOYALTY_RETURN_IF_ERROR(FromRocks(
-      db_->CreateColumnFamily(cf, MetaCfName(r->generation_), &r->meta_cf_),
-      "creating the rebuild's column families"));
-  {
-    absl::MutexLock lock(&generation_mu_);
-    handles_.push_back(r->meta_cf_);
+    handles_.push_back(r->cfs_[cf]);
   }
   return r;
 }
@@ -782,38 +801,40 @@ absl::StatusOr<std::unique_ptr<ProjectionRebuild>> EventLog::BeginProjectionRebu
 absl::Status EventLog::CommitProjectionRebuild(std::unique_ptr<ProjectionRebuild> r) {
   // Everything the rebuild wrote is made durable before the switch that exposes it.
   LOYALTY_RETURN_IF_ERROR(r->Flush());
-  LOYALTY_RETURN_IF_ERROR(FromRocks(db_->Flush(rocksdb::FlushOptions(), {r->state_cf_, r->meta_cf_}),
-                                    "flushing rebuilt projections"));
+  LOYALTY_RETURN_IF_ERROR(
+      FromRocks(db_->Flush(rocksdb::FlushOptions(),
+                           std::vector<rocksdb::ColumnFamilyHandle*>(r->cfs_.begin(), r->cfs_.end())),
+                "flushing rebuilt projections"));
   rocksdb::WriteBatch generation;
   // An in-memory batch: see LogBatch::Append.
   generation.Put(db_->DefaultColumnFamily(), kGenerationKey, absl::StrCat(r->generation_))
       .PermitUncheckedError();
-  rocksdb::ColumnFamilyHandle* old_state;
-  rocksdb::ColumnFamilyHandle* old_meta;
+  std::array<rocksdb::ColumnFamilyHandle*, LogBatch::kProjectionCfCount> old;
   {
     // A snapshot is taken either before the switch (and reads the old generation
     // whole) or after it (and reads the new one whole).
     absl::MutexLock lock(&generation_mu_);
     LOYALTY_RETURN_IF_ERROR(
         Write(&generation, /*sync=*/true, "switching to the rebuilt projections"));
-    old_state = customer_state_cf_;
-    old_meta = projection_meta_cf_;
-    customer_state_cf_ = r->state_cf_;
-    projection_meta_cf_ = r->meta_cf_;
+    old = projection_cfs_;
+    projection_cfs_ = r->cfs_;
     projection_generation_ = r->generation_;
   }
   // The old generation is no longer read; a failure here leaves it to be dropped
   // on the next open.
-  db_->DropColumnFamily(old_state).PermitUncheckedError();
-  db_->DropColumnFamily(old_meta).PermitUncheckedError();
+  for (rocksdb::ColumnFamilyHandle* h : old) {
+    if (h != nullptr) db_->DropColumnFamily(h).PermitUncheckedError();
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> EventLog::GetProjection(LogBatch::ProjectionCf cf,
                                                    std::string_view key,
                                                    const LogSnapshot* snapshot) const {
+  rocksdb::ColumnFamilyHandle* h = ProjectionHandle(cf, snapshot);
+  if (h == nullptr) return OutdatedProjections();
   std::string value;
-  rocksdb::Status s = db_->Get(Ro(snapshot), ProjectionHandle(cf, snapshot),
+  rocksdb::Status s = db_->Get(Ro(snapshot), h,
                                rocksdb::Slice(key.data(), key.size()), &value);
   LOYALTY_RETURN_IF_ERROR(FromRocks(s, "reading projection state"));
   return value;
@@ -823,8 +844,9 @@ absl::Status EventLog::ScanProjection(
     LogBatch::ProjectionCf cf,
     const std::function<absl::Status(std::string_view, std::string_view)>& fn,
     const LogSnapshot* snapshot, std::string_view start) const {
-  std::unique_ptr<rocksdb::Iterator> it(
-      db_->NewIterator(Ro(snapshot), ProjectionHandle(cf, snapshot)));
+  rocksdb::ColumnFamilyHandle* h = ProjectionHandle(cf, snapshot);
+  if (h == nullptr) return OutdatedProjections();
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(Ro(snapshot), h));
   for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid(); it->Next()) {
     LOYALTY_RETURN_IF_ERROR(fn(it->key().ToStringView(), it->value().ToStringView()));
   }

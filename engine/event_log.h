@@ -7,6 +7,7 @@
 #ifndef LOYALTY_ENGINE_EVENT_LOG_H_
 #define LOYALTY_ENGINE_EVENT_LOG_H_
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -114,8 +115,11 @@ class LogBatch {
   // last position set per source wins.
   void SetSourcePosition(const v1::SourcePosition& position);
 
-  // Projection state written in the same batch as the records it derives from.
-  enum class ProjectionCf { kCustomerState, kProjectionMeta };
+  // Projection state written in the same batch as the records it derives from
+  // (docs/log-format.md): each customer's state, the decision ids the rules still
+  // need but the state no longer holds, and the projections' own metadata.
+  enum class ProjectionCf { kCustomerState, kProjectionMeta, kDecisionIds };
+  static constexpr int kProjectionCfCount = 3;
   void Put(ProjectionCf cf, std::string_view key, std::string_view value);
 
   // The sequence number the next Append will assign.
@@ -164,8 +168,7 @@ class LogSnapshot {
   LogHead head_;
   // The projections' generation in force when the view was taken: a rebuild that
   // switches meanwhile does not change what the view reads.
-  rocksdb::ColumnFamilyHandle* state_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+  std::array<rocksdb::ColumnFamilyHandle*, LogBatch::kProjectionCfCount> projection_cfs_{};
   uint64_t generation_ = 0;
 };
 
@@ -185,8 +188,7 @@ class ProjectionRebuild {
   absl::Status Flush();
   rocksdb::DB* db_;
   uint64_t generation_;
-  rocksdb::ColumnFamilyHandle* state_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+  std::array<rocksdb::ColumnFamilyHandle*, LogBatch::kProjectionCfCount> cfs_{};
   std::unique_ptr<rocksdb::WriteBatch> pending_;
   size_t pending_puts_ = 0;
 };
@@ -342,18 +344,19 @@ class EventLog {
   rocksdb::ColumnFamilyHandle* customers_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* sources_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* dead_letters_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* customer_state_cf_ ABSL_GUARDED_BY(generation_mu_) = nullptr;
-  rocksdb::ColumnFamilyHandle* projection_meta_cf_ ABSL_GUARDED_BY(generation_mu_) = nullptr;
+  // The projection column families in force, by LogBatch::ProjectionCf.
+  std::array<rocksdb::ColumnFamilyHandle*, LogBatch::kProjectionCfCount> projection_cfs_
+      ABSL_GUARDED_BY(generation_mu_){};
   uint64_t projection_generation_ ABSL_GUARDED_BY(generation_mu_) = 0;
   // The handle to read `cf` through: the snapshot's generation if one is given.
   rocksdb::ColumnFamilyHandle* ProjectionHandle(LogBatch::ProjectionCf cf,
                                                 const LogSnapshot* snapshot = nullptr) const {
-    const bool state = cf == LogBatch::ProjectionCf::kCustomerState;
-    if (snapshot != nullptr && snapshot->state_cf_ != nullptr) {
-      return state ? snapshot->state_cf_ : snapshot->meta_cf_;
+    const int i = static_cast<int>(cf);
+    if (snapshot != nullptr && snapshot->projection_cfs_[0] != nullptr) {
+      return snapshot->projection_cfs_[i];
     }
     absl::MutexLock lock(&generation_mu_);
-    return state ? customer_state_cf_ : projection_meta_cf_;
+    return projection_cfs_[i];
   }
 
   // RocksDB's info log (internal/info_log.h) and what RocksDB reports of its

@@ -198,6 +198,32 @@ absl::StatusOr<AuditReport> AuditLog(
           .IgnoreError();
       return report;
     }
+    // The decision ids: every key and value, in key order.
+    auto id = replay->decision_ids.begin();
+    s = log.ScanProjection(
+        LogBatch::ProjectionCf::kDecisionIds,
+        [&](std::string_view key, std::string_view value) -> absl::Status {
+          if (id == replay->decision_ids.end() || id->first != key || id->second != value) {
+            const std::string at(id == replay->decision_ids.end() ||
+                                         std::string_view(id->first) > key
+                                     ? key
+                                     : std::string_view(id->first));
+            return Fail(&report, "projections", 0,
+                        absl::StrCat("the live decision ids differ from the ones rebuilt from "
+                                     "the log at key ",
+                                     absl::CHexEscape(at)));
+          }
+          ++id;
+          return absl::OkStatus();
+        });
+    if (!report.ok) return report;
+    LOYALTY_RETURN_IF_ERROR(s);
+    if (id != replay->decision_ids.end()) {
+      Fail(&report, "projections", 0,
+           absl::StrCat("the live projections lack the decision id ", absl::CHexEscape(id->first)))
+          .IgnoreError();
+      return report;
+    }
   }
 
   // 6. conservation

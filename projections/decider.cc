@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "absl/numeric/int128.h"
+#include "absl/strings/str_cat.h"
+#include "engine/event_codec.h"
 #include "engine/status_macros.h"
 #include "projections/ledger.h"
 
@@ -34,11 +36,68 @@ v1::LedgerEntry NewEntry(const Context& c, const std::string& customer_id, int64
   return e;
 }
 
-// Records `entry` in the outcome and folds it into the customer's ledger.
+// Records `entry` in the outcome and folds it into the customer's ledger. The ids
+// of orders that leave the ledger (past the order horizon) are remembered.
 absl::Status Commit(const Context& c, v1::CustomerState* customer, v1::LedgerEntry entry) {
-  LOYALTY_RETURN_IF_ERROR(ApplyEntry(c.rules, entry, customer->mutable_ledger()));
+  std::vector<std::string> dropped;
+  LOYALTY_RETURN_IF_ERROR(ApplyEntry(c.rules, entry, customer->mutable_ledger(), &dropped));
+  for (const std::string& id : dropped) {
+    c.states->Remember(DecisionIdKey(customer->customer_id(), IdKind::kOrder, id), "");
+  }
+  customer->set_archived_orders(customer->archived_orders() + dropped.size());
   *c.outcome->add_entries() = std::move(entry);
   return absl::OkStatus();
+}
+
+// Whether the customer has an accepted purchase with this order id: one of the
+// ledger's orders, or one remembered after it left them.
+absl::StatusOr<bool> KnownOrder(const Context& c, const v1::CustomerState& me,
+                                const std::string& order_id) {
+  for (const v1::Order& o : me.ledger().orders()) {
+    if (o.order_id() == order_id) return true;
+  }
+  if (me.archived_orders() == 0) return false;
+  LOYALTY_ASSIGN_OR_RETURN(
+      std::optional<std::string> v,
+      c.states->Recall(DecisionIdKey(me.customer_id(), IdKind::kOrder, order_id)));
+  return v.has_value();
+}
+
+// The redemption `id` of the customer: in the state (`*hot` points at it), or
+// remembered past its cancel window (returned, `*hot` null). Nullopt if none.
+absl::StatusOr<std::optional<v1::RedemptionRecord>> FindRedemption(
+    const Context& c, v1::CustomerState* me, const std::string& id,
+    v1::RedemptionRecord** hot) {
+  *hot = nullptr;
+  for (v1::RedemptionRecord& r : *me->mutable_redemptions()) {
+    if (r.redemption_id() == id) {
+      *hot = &r;
+      return r;
+    }
+  }
+  if (me->archived_redemptions() == 0) return std::nullopt;
+  LOYALTY_ASSIGN_OR_RETURN(
+      std::optional<std::string> v,
+      c.states->Recall(DecisionIdKey(me->customer_id(), IdKind::kRedemption, id)));
+  if (!v.has_value()) return std::nullopt;
+  v1::RedemptionRecord rec;
+  if (!rec.ParseFromString(*v)) {
+    return absl::DataLossError(absl::StrCat("the remembered redemption ", id, " of customer ",
+                                            me->customer_id(), " does not decode"));
+  }
+  rec.set_redemption_id(id);
+  return rec;
+}
+
+// Remembers a redemption in the decision ids (without its id: the key holds it).
+// Its draws go with it: a later program with a wider cancel window can still
+// cancel it exactly.
+void ArchiveRedemption(const Context& c, const v1::CustomerState& me,
+                       const v1::RedemptionRecord& r) {
+  v1::RedemptionRecord kept = r;
+  kept.clear_redemption_id();
+  c.states->Remember(DecisionIdKey(me.customer_id(), IdKind::kRedemption, r.redemption_id()),
+                     SerializeDeterministic(kept));
 }
 
 // A credit of `points` creating a lot available at `available_at`; it pays debt
@@ -91,11 +150,10 @@ absl::Status DecidePurchase(const Context& c, v1::CustomerState* me, int64_t t) 
     Reject(c, v1::WRONG_CURRENCY);
     return absl::OkStatus();
   }
-  for (const std::string& id : me->order_ids()) {
-    if (id == p.order_id()) {
-      Reject(c, v1::DUPLICATE_ORDER);
-      return absl::OkStatus();
-    }
+  LOYALTY_ASSIGN_OR_RETURN(const bool duplicate, KnownOrder(c, *me, p.order_id()));
+  if (duplicate) {
+    Reject(c, v1::DUPLICATE_ORDER);
+    return absl::OkStatus();
   }
   // E in minor units x 10,000; P = floor(E x M x points_per_major /
   // (minor_per_major x 10^8)), rounded down once, in 128 bits.
@@ -121,7 +179,6 @@ absl::Status DecidePurchase(const Context& c, v1::CustomerState* me, int64_t t) 
   e.set_amount_minor(p.amount_minor());
   MakeCredit(r, me->ledger(), points, t + r.pending_s, &e);
   LOYALTY_RETURN_IF_ERROR(Commit(c, me, std::move(e)));
-  me->add_order_ids(p.order_id());
 
   // The referee's first accepted purchase decides an open referral (section 5).
   if (!first_purchase || !me->has_referral() || me->referral().closed()) {
@@ -172,13 +229,7 @@ absl::Status DecidePurchase(const Context& c, v1::CustomerState* me, int64_t t) 
 absl::Status DecideRefund(const Context& c, v1::CustomerState* me, int64_t t) {
   const v1::Refund& rf = c.event.refund();
   const Rules& r = c.rules;
-  bool known = false;
-  for (const std::string& id : me->order_ids()) {
-    if (id == rf.order_id()) {
-      known = true;
-      break;
-    }
-  }
+  LOYALTY_ASSIGN_OR_RETURN(const bool known, KnownOrder(c, *me, rf.order_id()));
   if (!known) {
     Reject(c, v1::UNKNOWN_ORDER);
     return absl::OkStatus();
@@ -262,11 +313,12 @@ absl::Status DecideReferral(const Context& c, v1::CustomerState* me, int64_t t) 
 
 absl::Status DecideRedemption(const Context& c, v1::CustomerState* me, int64_t t) {
   const v1::Redemption& red = c.event.redemption();
-  for (const v1::RedemptionRecord& rec : me->redemptions()) {
-    if (rec.redemption_id() == red.redemption_id()) {
-      Reject(c, v1::DUPLICATE_REDEMPTION);
-      return absl::OkStatus();
-    }
+  v1::RedemptionRecord* hot;
+  LOYALTY_ASSIGN_OR_RETURN(std::optional<v1::RedemptionRecord> earlier,
+                           FindRedemption(c, me, red.redemption_id(), &hot));
+  if (earlier.has_value()) {
+    Reject(c, v1::DUPLICATE_REDEMPTION);
+    return absl::OkStatus();
   }
   v1::RedemptionRecord* rec = me->add_redemptions();
   rec->set_redemption_id(red.redemption_id());
@@ -288,18 +340,20 @@ absl::Status DecideRedemption(const Context& c, v1::CustomerState* me, int64_t t
 
 absl::Status DecideCancel(const Context& c, v1::CustomerState* me, int64_t t) {
   const std::string& id = c.event.redemption_cancel().redemption_id();
-  v1::RedemptionRecord* rec = nullptr;
-  for (v1::RedemptionRecord& r : *me->mutable_redemptions()) {
-    if (r.redemption_id() == id && r.accepted() && !r.cancelled()) rec = &r;
-  }
-  if (rec == nullptr) {
+  v1::RedemptionRecord* hot;
+  LOYALTY_ASSIGN_OR_RETURN(std::optional<v1::RedemptionRecord> found,
+                           FindRedemption(c, me, id, &hot));
+  if (!found.has_value() || !found->accepted() || found->cancelled()) {
     Reject(c, v1::UNKNOWN_REDEMPTION);
     return absl::OkStatus();
   }
-  if (t >= rec->at() + c.rules.cancel_window_s) {
+  if (t >= found->at() + c.rules.cancel_window_s) {
     Reject(c, v1::CANCEL_WINDOW_CLOSED);
     return absl::OkStatus();
   }
+  // A remembered redemption inside the window (a later program widened it) is
+  // cancelled as one in the state, then remembered cancelled.
+  v1::RedemptionRecord* rec = hot != nullptr ? hot : &*found;
   rec->set_cancelled(true);
   v1::LedgerEntry e = NewEntry(c, me->customer_id(), t, v1::REDEMPTION_CANCEL);
   e.set_redemption_id(id);
@@ -323,6 +377,7 @@ absl::Status DecideCancel(const Context& c, v1::CustomerState* me, int64_t t) {
   e.set_points(total);
   rec->clear_draws();
   rec->clear_draw_expires_at();
+  if (hot == nullptr) ArchiveRedemption(c, *me, *rec);
   return Commit(c, me, std::move(e));
 }
 
@@ -339,14 +394,22 @@ absl::Status DecideAdjustment(const Context& c, v1::CustomerState* me, int64_t t
   return Commit(c, me, std::move(e));
 }
 
-// Drops decision state the rules can no longer touch at t.
-void Trim(const Rules& r, int64_t t, v1::CustomerState* me) {
-  for (v1::RedemptionRecord& rec : *me->mutable_redemptions()) {
-    if (rec.draws_size() > 0 && t >= rec.at() + r.cancel_window_s) {
-      rec.clear_draws();
-      rec.clear_draw_expires_at();
+// Moves the redemptions past their cancel window at t out of the state: the
+// rules need only their ids and outcome from then on.
+void Trim(const Context& c, int64_t t, v1::CustomerState* me) {
+  auto* redemptions = me->mutable_redemptions();
+  int kept = 0;
+  for (int i = 0; i < redemptions->size(); ++i) {
+    const v1::RedemptionRecord& rec = redemptions->Get(i);
+    if (t >= rec.at() + c.rules.cancel_window_s) {
+      ArchiveRedemption(c, *me, rec);
+      me->set_archived_redemptions(me->archived_redemptions() + 1);
+      continue;
     }
+    if (kept != i) redemptions->SwapElements(kept, i);
+    ++kept;
   }
+  redemptions->DeleteSubrange(kept, redemptions->size() - kept);
 }
 
 }  // namespace
@@ -361,7 +424,7 @@ absl::StatusOr<v1::Outcome> Decide(const v1::Event& event, uint64_t seq, const R
   outcome.set_program_version(program_version);
   outcome.set_effective_at(t);
   Context c{event, seq, rules, states, &outcome};
-  Trim(rules, t, me);
+  Trim(c, t, me);
   absl::Status s;
   switch (event.payload_case()) {
     case v1::Event::kPurchase: s = DecidePurchase(c, me, t); break;
@@ -380,6 +443,16 @@ absl::StatusOr<v1::Outcome> Decide(const v1::Event& event, uint64_t seq, const R
     LOYALTY_RETURN_IF_ERROR(Commit(c, me, std::move(e)));
   }
   return outcome;
+}
+
+std::string DecisionIdKey(std::string_view customer_id, IdKind kind, std::string_view id) {
+  std::string key;
+  key.reserve(2 + customer_id.size() + id.size());
+  key.push_back(static_cast<char>(customer_id.size()));
+  key.append(customer_id);
+  key.push_back(static_cast<char>(kind));
+  key.append(id);
+  return key;
 }
 
 const char* RejectReasonName(v1::RejectReason reason) {

@@ -6,7 +6,9 @@
 #define LOYALTY_PROJECTIONS_DECIDER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "loyalty/v1/event.pb.h"
@@ -15,6 +17,15 @@
 
 namespace loyalty {
 
+// The kinds of decision ids: what the rules remember of a customer's orders and
+// redemptions after they leave the CustomerState (ledger.proto).
+enum class IdKind : char { kOrder = 'o', kRedemption = 'r' };
+
+// The key of a decision id in the `decision_ids` column family: the customer id's
+// length (1 byte; ids are at most 128 bytes), the customer id, the kind, the id.
+// Keyed by customer first, so that a customer's ids stay together.
+std::string DecisionIdKey(std::string_view customer_id, IdKind kind, std::string_view id);
+
 // Where the decider finds customers' state.
 class StateSource {
  public:
@@ -22,6 +33,12 @@ class StateSource {
   // The state of `customer_id` (a new, empty one for an unknown customer), to be
   // changed. The pointer stays valid until the source is flushed.
   virtual absl::StatusOr<v1::CustomerState*> Mutable(const std::string& customer_id) = 0;
+  // The value remembered under DecisionIdKey, if any: for an order, empty; for a
+  // redemption, its RedemptionRecord without id and draws.
+  virtual absl::StatusOr<std::optional<std::string>> Recall(const std::string& key) = 0;
+  // Remembers `value` under `key` (replacing any), seen by Recall at once and
+  // written with the customers' states.
+  virtual void Remember(const std::string& key, std::string value) = 0;
 };
 
 // Decides `event` (already validated, rules.md section 10), which the log holds as

@@ -15,8 +15,9 @@ absl::Status Inconsistent(const v1::LedgerEntry& e, absl::string_view what) {
 
 // Lots that expired by t are settled into expired_settled; orders past the rules'
 // horizon leave the state (their times stay for churn). Neither changes any answer
-// at a time >= t.
-void Settle(const Rules& rules, int64_t t, v1::LedgerState* s) {
+// at a time >= t. The ids of the orders that leave go to `dropped_orders`, if set.
+void Settle(const Rules& rules, int64_t t, v1::LedgerState* s,
+            std::vector<std::string>* dropped_orders) {
   auto* lots = s->mutable_lots();
   int kept = 0;
   for (int i = 0; i < lots->size(); ++i) {
@@ -35,6 +36,7 @@ void Settle(const Rules& rules, int64_t t, v1::LedgerState* s) {
   while (drop < s->orders_size() && s->orders(drop).at() <= horizon) {
     const v1::Order& o = s->orders(drop);
     if (o.amount_minor() - o.refunded_minor() > 0) s->add_old_purchase_at(o.at());
+    if (dropped_orders != nullptr) dropped_orders->push_back(o.order_id());
     ++drop;
   }
   if (drop > 0) s->mutable_orders()->DeleteSubrange(0, drop);
@@ -126,10 +128,11 @@ int FindLot(const v1::LedgerState& s, uint64_t id) {
   return lo < s.lots_size() && s.lots(lo).id() == id ? lo : -1;
 }
 
-absl::Status ApplyEntry(const Rules& rules, const v1::LedgerEntry& e, v1::LedgerState* s) {
+absl::Status ApplyEntry(const Rules& rules, const v1::LedgerEntry& e, v1::LedgerState* s,
+                        std::vector<std::string>* dropped_orders) {
   const int64_t t = e.effective_at();
   if (s->entries() > 0 && t < s->clock()) return Inconsistent(e, "time goes backwards");
-  Settle(rules, t, s);
+  Settle(rules, t, s, dropped_orders);
   if (s->entries() == 0) s->set_first_at(t);
   s->set_clock(t);
   s->set_entries(s->entries() + 1);

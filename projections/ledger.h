@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -20,11 +21,12 @@ namespace loyalty {
 
 // Applies one entry (effective_at >= state->clock(), unless the state is empty).
 // Settles lots that expired by the entry's time and drops orders past the rules'
-// horizon first. FailedPrecondition if the entry does not fit the state (a draw
+// horizon first (their ids go to `dropped_orders`, if set). FailedPrecondition if the entry does not fit the state (a draw
 // from a lot that does not hold it, time going backwards): the ledger is then
 // inconsistent and the state must be discarded.
 absl::Status ApplyEntry(const Rules& rules, const v1::LedgerEntry& entry,
-                        v1::LedgerState* state);
+                        v1::LedgerState* state,
+                        std::vector<std::string>* dropped_orders = nullptr);
 
 struct ExpiringLot {
   int64_t points;

@@ -1581,14 +1581,8 @@ TEST_CASE("ledger property: replaying the log rebuilds the live states byte for 
     CHECK(replay->records == run.h->log().head().seq);
     CHECK(replay->events == run.sc.events);
 
-    std::map<std::string, std::string> stored;
-    REQUIRE(run.h->log()
-                .ScanProjection(LogBatch::ProjectionCf::kCustomerState,
-                                [&](std::string_view key, std::string_view value) {
-                                  stored.emplace(std::string(key), std::string(value));
-                                  return absl::OkStatus();
-                                })
-                .ok());
+    std::map<std::string, std::string> stored =
+        testing::ProjectionContents(run.h->log(), LogBatch::ProjectionCf::kCustomerState);
     std::vector<std::string> stored_ids, rebuilt_ids;
     for (const auto& [id, bytes] : stored) stored_ids.push_back(id);
     for (const auto& [id, state] : replay->states) rebuilt_ids.push_back(id);
@@ -1602,6 +1596,7 @@ TEST_CASE("ledger property: replaying the log rebuilds the live states byte for 
         FAIL("stored " << live.ShortDebugString() << "\nrebuilt " << state->ShortDebugString());
       }
     }
+    CHECK(replay->decision_ids == testing::ProjectionContents(run.h->log(), LogBatch::ProjectionCf::kDecisionIds));
   }
 }
 
@@ -1615,18 +1610,12 @@ TEST_CASE("ledger property: re-ingesting the same lines changes nothing",
     Run run = GenerateAndIngest(seed);
     INFO("seed " << seed);
     auto snapshot = [&] {
-      std::map<std::string, std::string> out;
-      REQUIRE(run.h->log()
-                  .ScanProjection(LogBatch::ProjectionCf::kCustomerState,
-                                  [&](std::string_view key, std::string_view value) {
-                                    out.emplace(std::string(key), std::string(value));
-                                    return absl::OkStatus();
-                                  })
-                  .ok());
-      return out;
+      return std::pair{
+          testing::ProjectionContents(run.h->log(), LogBatch::ProjectionCf::kCustomerState),
+          testing::ProjectionContents(run.h->log(), LogBatch::ProjectionCf::kDecisionIds)};
     };
     const LogHead head = run.h->log().head();
-    const std::map<std::string, std::string> before = snapshot();
+    const auto before = snapshot();
     const IngestCounts again = IngestInBatches(*run.h, run.sc.lines, seed * 977 + 3);
     CHECK(again.messages == run.sc.lines.size());
     CHECK(again.duplicates == run.sc.lines.size());
@@ -1892,12 +1881,21 @@ TEST_CASE("ledger property: a changed program keeps every property",
       REQUIRE(replay.ok());
       INFO(replay->mismatch);
       CHECK(replay->first_mismatch_seq == 0);
+      uint64_t archived_orders = 0, archived_redemptions = 0;
       for (const auto& [id, state] : replay->states) {
         auto stored = run.h->log().GetProjection(LogBatch::ProjectionCf::kCustomerState, id);
         REQUIRE(stored.ok());
         f.Check(*stored == SerializeDeterministic(*state),
                 [&] { return absl::StrCat(id, ": rebuilt state differs"); });
+        archived_orders += state->archived_orders();
+        archived_redemptions += state->archived_redemptions();
       }
+      // Orders and redemptions left the states (short windows), and the decision
+      // ids they left to are rebuilt too.
+      CHECK(replay->decision_ids == testing::ProjectionContents(run.h->log(), LogBatch::ProjectionCf::kDecisionIds));
+      CHECK(replay->decision_ids.size() == archived_orders + archived_redemptions);
+      if (variant == 2) CHECK(archived_orders > 0);
+      CHECK(archived_redemptions > 0);
 
       ReferenceModel model(run.rules(), &f);
       CheckDecisions(run, model);

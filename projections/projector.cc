@@ -63,6 +63,7 @@ void Projector::Evict() {
 
 absl::Status Projector::BeginBatch(LogBatch* batch) {
   dirty_.clear();  // the previous batch committed (else AbortBatch cleared it)
+  remembered_.clear();
   ++batch_number_;
   if (cached_bytes_ > state_cache_bytes_) Evict();
   before_batch_ = in_force_;
@@ -110,6 +111,18 @@ absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& custome
   return state;
 }
 
+absl::StatusOr<std::optional<std::string>> Projector::Recall(const std::string& key) {
+  if (auto it = remembered_.find(key); it != remembered_.end()) return it->second;
+  auto stored = log_->GetProjection(ProjectionCf::kDecisionIds, key);
+  if (absl::IsNotFound(stored.status())) return std::nullopt;
+  if (!stored.ok()) return stored.status();
+  return *std::move(stored);
+}
+
+void Projector::Remember(const std::string& key, std::string value) {
+  remembered_[key] = std::move(value);
+}
+
 absl::Status Projector::Process(const v1::Event& event, uint64_t seq, v1::Applied* applied,
                                 std::vector<std::string>* customers) {
   LOYALTY_ASSIGN_OR_RETURN(v1::Outcome outcome,
@@ -138,6 +151,7 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
     cached.bytes = bytes.size();
     if (due_loaded_) due_.Set(state->customer_id(), state->signals().next_check_at());
   }
+  for (const auto& [key, value] : remembered_) batch->Put(ProjectionCf::kDecisionIds, key, value);
   // dirty_ stays until the next batch begins: if the commit fails, AbortBatch must
   // still know which states hold changes the store does not.
   return absl::OkStatus();
@@ -151,6 +165,7 @@ void Projector::AbortBatch() {
   // The sweep's index may hold times of states that did not commit: load it again.
   if (!dirty_.empty()) due_loaded_ = false;
   dirty_.clear();
+  remembered_.clear();
   for (const std::string& id : ids) {
     auto it = cache_.find(id);
     if (it == cache_.end()) continue;  // named twice

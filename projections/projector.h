@@ -7,6 +7,7 @@
 #define LOYALTY_PROJECTIONS_PROJECTOR_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,7 +25,8 @@ namespace loyalty {
 
 // Bumped whenever projection code changes what it stores; kept in the store so a
 // later version can tell outdated projections (docs/log-format.md).
-inline constexpr uint32_t kProjectionVersion = 2;  // 2: CustomerState.signals
+// 2: CustomerState.signals; 3: decision_ids (orders and redemptions leave the state).
+inline constexpr uint32_t kProjectionVersion = 3;
 
 // Keys in the `projection_meta` column family.
 inline constexpr char kMetaProgram[] = "program";         // ProgramChange in force
@@ -54,6 +56,8 @@ class Projector final : public EventProcessor, public StateSource {
 
   // StateSource
   absl::StatusOr<v1::CustomerState*> Mutable(const std::string& customer_id) override;
+  absl::StatusOr<std::optional<std::string>> Recall(const std::string& key) override;
+  void Remember(const std::string& key, std::string value) override;
 
   const Rules& rules() const { return *rules_; }
   uint32_t program_version() const { return in_force_.version(); }
@@ -87,6 +91,9 @@ class Projector final : public EventProcessor, public StateSource {
   size_t cached_bytes_ = 0;
   uint64_t batch_number_ = 0;
   std::vector<v1::CustomerState*> dirty_;
+  // Decision ids remembered in this batch, written by EndBatch; the store holds
+  // the earlier ones.
+  absl::flat_hash_map<std::string, std::string> remembered_;
   bool due_loaded_ = false;
   DueIndex due_;
 };

@@ -12,7 +12,10 @@
 #include "engine/event_log.h"
 #include "engine/ingestor.h"
 #include "projections/program.h"
+#include "engine/event_codec.h"
+#include "projections/decider.h"
 #include "projections/projector.h"
+#include "projections/replay.h"
 #include "tests/testing/fault_env.h"
 #include "tests/testing/ledger_harness.h"
 
@@ -38,14 +41,26 @@ std::vector<InputMessage> Purchases(int from, int to, int customers) {
 }
 
 std::map<std::string, std::string> States(const EventLog& log) {
-  std::map<std::string, std::string> out;
-  REQUIRE(log.ScanProjection(ProjectionCf::kCustomerState,
-                             [&](std::string_view key, std::string_view value) {
-                               out.emplace(std::string(key), std::string(value));
-                               return absl::OkStatus();
-                             })
-              .ok());
-  return out;
+  return testing::ProjectionContents(log, ProjectionCf::kCustomerState);
+}
+
+v1::CustomerState StoredState(const EventLog& log, const std::string& customer) {
+  auto bytes = log.GetProjection(ProjectionCf::kCustomerState, customer);
+  REQUIRE(bytes.ok());
+  v1::CustomerState state;
+  REQUIRE(state.ParseFromString(*bytes));
+  return state;
+}
+
+// The log replayed from scratch gives the stored states and decision ids.
+void CheckRebuildEqualsLive(const EventLog& log) {
+  auto replay = ReplayLog(log, UINT64_MAX);
+  REQUIRE(replay.ok());
+  CHECK(replay->first_mismatch_seq == 0);
+  std::map<std::string, std::string> states;
+  for (const auto& [id, state] : replay->states) states[id] = SerializeDeterministic(*state);
+  CHECK(states == States(log));
+  CHECK(replay->decision_ids == testing::ProjectionContents(log, ProjectionCf::kDecisionIds));
 }
 
 TEST_CASE("projector: a bounded state cache gives the same states, byte for byte") {
@@ -95,6 +110,76 @@ TEST_CASE("projector: a batch whose commit fails leaves nothing of it in memory"
     CHECK((*state)->SerializeAsString() == want.SerializeAsString());
   }
   h.projector().AbortBatch();  // the reads above were outside a batch
+}
+
+TEST_CASE("projector: old orders and redemptions leave the state, and their ids still decide") {
+  // Default program: the order horizon is 730 days (tier status 365 + spend window
+  // 365), the cancel window 90 days. The state keeps only what the rules can still
+  // touch; the ids that reject for ever move to decision_ids.
+  using testing::Day;
+  testing::TempDir dir;
+  const std::string data = dir.Sub("data");
+  {
+    testing::LedgerHarness h(DefaultProgram(), data);
+    h.Purchase("c", Day(0), "o1", 10000);               // 100 points, available day 14
+    REQUIRE(h.Redeem("c", Day(14), "r1", 30).status() == v1::ACCEPTED);
+    CHECK(h.Redeem("c", Day(14), "r0", 1000).reason() == v1::INSUFFICIENT_POINTS);
+    REQUIRE(h.Redeem("c", Day(20), "r2", 20).status() == v1::ACCEPTED);
+    CHECK(StoredState(h.log(), "c").redemptions_size() == 3);
+    // Day 104 = 14 + 90: r1 and r0 leave (t >= at + 90 days), r2 (day 20) stays.
+    h.Adjust("c", Day(104), 1);
+    v1::CustomerState s = StoredState(h.log(), "c");
+    REQUIRE(s.redemptions_size() == 1);
+    CHECK(s.redemptions(0).redemption_id() == "r2");
+    CHECK(s.archived_redemptions() == 2);
+    CHECK(h.Redeem("c", Day(105), "r1", 1).reason() == v1::DUPLICATE_REDEMPTION);
+    CHECK(h.Redeem("c", Day(105), "r0", 1).reason() == v1::DUPLICATE_REDEMPTION);
+    CHECK(h.Cancel("c", Day(105), "r1").reason() == v1::CANCEL_WINDOW_CLOSED);
+    CHECK(h.Cancel("c", Day(105), "r0").reason() == v1::UNKNOWN_REDEMPTION);  // rejected once
+    CHECK(h.Cancel("c", Day(105), "r2").status() == v1::ACCEPTED);             // day 20 + 90 > 105
+    // Day 731: o1 (day 0) is past the horizon and leaves with the purchase of o2.
+    h.Purchase("c", Day(731), "o2", 5000);
+    s = StoredState(h.log(), "c");
+    REQUIRE(s.ledger().orders_size() == 1);
+    CHECK(s.ledger().orders(0).order_id() == "o2");
+    CHECK(s.archived_orders() == 1);
+    CHECK(s.redemptions_size() == 0);  // r2 (day 20) left too
+    CHECK(s.archived_redemptions() == 3);
+    CHECK(h.Purchase("c", Day(732), "o1", 5000).reason() == v1::DUPLICATE_ORDER);
+    CHECK(h.Refund("c", Day(732), "o1", 100).reason() == v1::REFUND_WINDOW_CLOSED);
+    CHECK(h.Refund("c", Day(732), "o3", 100).reason() == v1::UNKNOWN_ORDER);
+    CHECK(h.Refund("c", Day(732), "o2", 100).status() == v1::ACCEPTED);
+    const auto ids = testing::ProjectionContents(h.log(), ProjectionCf::kDecisionIds);
+    CHECK(ids.size() == 4);
+    CHECK(ids.count(DecisionIdKey("c", IdKind::kOrder, "o1")) == 1);
+    for (const char* r : {"r0", "r1", "r2"}) {
+      CHECK(ids.count(DecisionIdKey("c", IdKind::kRedemption, r)) == 1);
+    }
+    CHECK(h.Cancel("c", Day(732), "r2").reason() == v1::UNKNOWN_REDEMPTION);  // cancelled
+
+    // d: a redemption of 40 from two lots leaves the state at day 104.
+    h.Adjust("d", Day(0), 25);
+    h.Adjust("d", Day(1), 25);
+    REQUIRE(h.Redeem("d", Day(14), "s1", 40).status() == v1::ACCEPTED);  // 25 + 15
+    h.Adjust("d", Day(104), 1);
+    CHECK(StoredState(h.log(), "d").redemptions_size() == 0);
+    CheckRebuildEqualsLive(h.log());
+  }
+  // A later program widens the cancel window to 200 days: s1 (day 14) is
+  // cancellable again at day 110, and both portions go back to their lots.
+  testing::HarnessOptions wide;
+  wide.program.set_cancel_window_days(200);
+  wide.data_dir = data;
+  wide.event_id_prefix = "later-";
+  testing::LedgerHarness h(wide);
+  v1::Outcome o = h.Cancel("d", Day(110), "s1");
+  REQUIRE(o.status() == v1::ACCEPTED);
+  CHECK(o.entries(0).points() == 40);
+  CHECK(o.entries(0).draws_size() == 2);
+  CHECK(h.Balance("d", Day(110)).available == 51);
+  CHECK(h.Cancel("d", Day(111), "s1").reason() == v1::UNKNOWN_REDEMPTION);
+  CHECK(h.Redeem("d", Day(111), "s1", 1).reason() == v1::DUPLICATE_REDEMPTION);
+  CheckRebuildEqualsLive(h.log());
 }
 
 }  // namespace

@@ -29,8 +29,9 @@ std::string SignalsText(const SignalList& signals) {
 
 class MapStates final : public StateSource {
  public:
-  explicit MapStates(std::map<std::string, std::unique_ptr<v1::CustomerState>>* states)
-      : states_(states) {}
+  MapStates(std::map<std::string, std::unique_ptr<v1::CustomerState>>* states,
+            std::map<std::string, std::string>* ids)
+      : states_(states), ids_(ids) {}
   absl::StatusOr<v1::CustomerState*> Mutable(const std::string& id) override {
     auto& slot = (*states_)[id];
     if (slot == nullptr) {
@@ -39,9 +40,18 @@ class MapStates final : public StateSource {
     }
     return slot.get();
   }
+  absl::StatusOr<std::optional<std::string>> Recall(const std::string& key) override {
+    auto it = ids_->find(key);
+    if (it == ids_->end()) return std::nullopt;
+    return it->second;
+  }
+  void Remember(const std::string& key, std::string value) override {
+    (*ids_)[key] = std::move(value);
+  }
 
  private:
   std::map<std::string, std::unique_ptr<v1::CustomerState>>* states_;
+  std::map<std::string, std::string>* ids_;
 };
 
 }  // namespace
@@ -50,7 +60,7 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                                        const std::function<void(uint64_t)>& progress,
                                        const ReplayHook& hook) {
   ReplayResult result;
-  MapStates states(&result.states);
+  MapStates states(&result.states, &result.decision_ids);
   DueIndex due;  // as the live sweep's, so a sweep looks only at the customers due
   std::unique_ptr<Rules> rules;
   v1::LogRecord record;
@@ -147,6 +157,9 @@ absl::StatusOr<RebuildReport> RebuildProjections(EventLog* log,
   using Cf = LogBatch::ProjectionCf;
   for (const auto& [id, state] : replay.states) {
     LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kCustomerState, id, SerializeDeterministic(*state)));
+  }
+  for (const auto& [key, value] : replay.decision_ids) {
+    LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kDecisionIds, key, value));
   }
   if (replay.program.version() > 0) {
     LOYALTY_RETURN_IF_ERROR(

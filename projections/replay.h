@@ -22,6 +22,8 @@ struct ReplayResult {
   uint64_t events = 0;
   // Every customer's state, rebuilt; std::map so iteration is in key order.
   std::map<std::string, std::unique_ptr<v1::CustomerState>> states;
+  // Every decision id (StateSource::Remember), by key.
+  std::map<std::string, std::string> decision_ids;
   v1::ProgramChange program;  // the last program in force
   // The first record whose recorded outcome differs from the re-decided one.
   uint64_t first_mismatch_seq = 0;

@@ -66,7 +66,8 @@ std::map<std::string, std::string> Dump(const EventLog& log) {
                    })
               .ok());
   for (auto [cf, name] : {std::pair{LogBatch::ProjectionCf::kCustomerState, std::string("state/")},
-                          std::pair{LogBatch::ProjectionCf::kProjectionMeta, std::string("meta/")}}) {
+                          std::pair{LogBatch::ProjectionCf::kProjectionMeta, std::string("meta/")},
+                          std::pair{LogBatch::ProjectionCf::kDecisionIds, std::string("ids/")}}) {
     REQUIRE(log.ScanProjection(cf, [&, name = name](std::string_view key, std::string_view value) {
                   out.emplace(name + std::string(key), std::string(value));
                   return absl::OkStatus();

@@ -6,6 +6,7 @@
 #define LOYALTY_TESTS_TESTING_LEDGER_HARNESS_H_
 
 #include <catch2/catch.hpp>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +53,9 @@ struct HarnessOptions {
   rocksdb::Env* env = nullptr;
   bool sync_writes = false;
   size_t state_cache_bytes = kDefaultStateCacheBytes;
+  // The prefix of the event ids Event() makes: a second harness on the same store
+  // needs another one.
+  std::string event_id_prefix = "ev-";
 };
 
 class LedgerHarness {
@@ -63,6 +67,7 @@ class LedgerHarness {
 
   explicit LedgerHarness(const HarnessOptions& o)
       : data_dir_(o.data_dir.empty() ? dir_.Sub("data") : o.data_dir),
+        event_id_prefix_(o.event_id_prefix),
         clock_(absl::FromUnixSeconds(4102444800)) {  // 2100-01-01
     LogOptions options;
     options.data_dir = data_dir_;
@@ -101,7 +106,7 @@ class LedgerHarness {
   // the payload member, e.g. R"("purchase":{"orderId":"o1",...})".
   v1::Outcome Event(const std::string& customer, const std::string& occurred_at,
                     const std::string& payload) {
-    const std::string id = absl::StrCat("ev-", ++event_counter_);
+    const std::string id = absl::StrCat(event_id_prefix_, ++event_counter_);
     IngestCounts c = IngestLines({absl::StrCat(R"({"eventId":")", id, R"(","customerId":")",
                                                customer, R"(","occurredAt":")", occurred_at,
                                                R"(",)", payload, "}")});
@@ -200,6 +205,7 @@ class LedgerHarness {
  private:
   TempDir dir_;
   std::string data_dir_;
+  std::string event_id_prefix_;
   ManualClock clock_;
   std::unique_ptr<EventLog> log_;
   std::unique_ptr<Projector> projector_;
@@ -212,6 +218,19 @@ class LedgerHarness {
 // (rules.md section 9; available already has debt subtracted).
 inline bool Conserved(const BalanceView& b) {
   return b.earned == b.available + b.pending + b.redeemed + b.reversed + b.adjusted_out + b.expired;
+}
+
+// Every key and value of one projection column family of `log`, in key order.
+inline std::map<std::string, std::string> ProjectionContents(const EventLog& log,
+                                                             LogBatch::ProjectionCf cf) {
+  std::map<std::string, std::string> out;
+  REQUIRE(log.ScanProjection(cf,
+                             [&](std::string_view key, std::string_view value) {
+                               out.emplace(std::string(key), std::string(value));
+                               return absl::OkStatus();
+                             })
+              .ok());
+  return out;
 }
 
 }  // namespace loyalty::testing

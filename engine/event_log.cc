@@ -735,7 +735,8 @@ ProjectionRebuild::~ProjectionRebuild() = default;
 
 absl::Status ProjectionRebuild::Put(LogBatch::ProjectionCf cf, std::string_view key,
                                     std::string_view value) {
-  pending_->Put(cfs_[static_cast<int>(cf)], rocksdb::Slice(key.data(), key.size()), rocksdb::Slice(value.data(), value.size()))
+  pending_->Put(cfs_[static_cast<int>(cf)], rocksdb::Slice(key.data(), key.size()),
+                rocksdb::Slice(value.data(), value.size()))
       .PermitUncheckedError();  // in-memory batch, bounded by kRebuildBatchPuts
   return ++pending_puts_ >= kRebuildBatchPuts ? Flush() : absl::OkStatus();
 }

@@ -18,6 +18,7 @@
 #include "projections/replay.h"
 #include "tests/testing/fault_env.h"
 #include "tests/testing/ledger_harness.h"
+#include "tests/testing/raw_db.h"
 
 namespace loyalty {
 namespace {
@@ -180,6 +181,48 @@ TEST_CASE("projector: old orders and redemptions leave the state, and their ids 
   CHECK(h.Cancel("d", Day(111), "s1").reason() == v1::UNKNOWN_REDEMPTION);
   CHECK(h.Redeem("d", Day(111), "s1", 1).reason() == v1::DUPLICATE_REDEMPTION);
   CheckRebuildEqualsLive(h.log());
+}
+
+TEST_CASE("projector: a store from before decision_ids is rebuilt into one with them") {
+  // A projection version 2 store has no decision_ids column family. A reader says
+  // the projections are outdated; a writer creates the column family, the projector
+  // refuses the old version, and the rebuild gives what a new store holds.
+  using testing::Day;
+  testing::TempDir dir;
+  const std::string data = dir.Sub("data");
+  std::map<std::string, std::string> states, ids;
+  {
+    testing::LedgerHarness h(DefaultProgram(), data);
+    h.Purchase("c", Day(0), "o1", 10000);
+    REQUIRE(h.Redeem("c", Day(14), "r1", 30).status() == v1::ACCEPTED);
+    h.Adjust("c", Day(104), 1);
+    states = States(h.log());
+    ids = testing::ProjectionContents(h.log(), ProjectionCf::kDecisionIds);
+    REQUIRE(ids.size() == 1);
+  }
+  testing::EditRaw(data, [](rocksdb::DB* db, testing::RawCfs& cfs) {
+    REQUIRE(db->DropColumnFamily(cfs.at("decision_ids")).ok());
+    REQUIRE(db->Put(rocksdb::WriteOptions(), cfs.at("projection_meta"), kMetaProjectionVersion, "2")
+                .ok());
+  });
+  {
+    LogOptions options;
+    options.data_dir = data;
+    options.read_only = true;
+    auto reader = EventLog::Open(options);
+    REQUIRE(reader.ok());
+    auto read = (*reader)->GetProjection(ProjectionCf::kDecisionIds, ids.begin()->first);
+    CHECK(absl::IsFailedPrecondition(read.status()));
+  }
+  LogOptions options;
+  options.data_dir = data;
+  auto log = EventLog::Open(options);
+  REQUIRE(log.ok());
+  CHECK(absl::IsFailedPrecondition(Projector::Open(log->get(), DefaultProgram()).status()));
+  REQUIRE(RebuildProjections(log->get()).ok());
+  REQUIRE(Projector::Open(log->get(), DefaultProgram()).ok());
+  CHECK(States(**log) == states);
+  CHECK(testing::ProjectionContents(**log, ProjectionCf::kDecisionIds) == ids);
 }
 
 }  // namespace

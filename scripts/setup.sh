@@ -24,7 +24,7 @@ packages=(
   build-essential cmake pkg-config ccache git clang
   librdkafka-dev librocksdb-dev libprotobuf-dev protobuf-compiler libabsl-dev
   catch2 libgrpc++-dev protobuf-compiler-grpc libssl-dev libcpp-httplib-dev
-  libcli11-dev kcat curl
+  libcli11-dev libjemalloc-dev kcat curl
   python3 openjdk-17-jdk-headless maven
 )
 

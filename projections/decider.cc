@@ -45,6 +45,10 @@ absl::Status Commit(const Context& c, v1::CustomerState* customer, v1::LedgerEnt
     c.states->Remember(DecisionIdKey(customer->customer_id(), IdKind::kOrder, id), "");
   }
   customer->set_archived_orders(customer->archived_orders() + dropped.size());
+  if (absl::flat_hash_set<std::string>* index = c.states->OrderIndex(*customer)) {
+    for (const std::string& id : dropped) index->erase(id);
+    if (entry.kind() == v1::PURCHASE) index->insert(entry.order_id());
+  }
   *c.outcome->add_entries() = std::move(entry);
   return absl::OkStatus();
 }
@@ -53,8 +57,12 @@ absl::Status Commit(const Context& c, v1::CustomerState* customer, v1::LedgerEnt
 // ledger's orders, or one remembered after it left them.
 absl::StatusOr<bool> KnownOrder(const Context& c, const v1::CustomerState& me,
                                 const std::string& order_id) {
-  for (const v1::Order& o : me.ledger().orders()) {
-    if (o.order_id() == order_id) return true;
+  if (const absl::flat_hash_set<std::string>* index = c.states->OrderIndex(me)) {
+    if (index->contains(order_id)) return true;
+  } else {
+    for (const v1::Order& o : me.ledger().orders()) {
+      if (o.order_id() == order_id) return true;
+    }
   }
   if (me.archived_orders() == 0) return false;
   LOYALTY_ASSIGN_OR_RETURN(

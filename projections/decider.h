@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "loyalty/v1/event.pb.h"
 #include "loyalty/v1/ledger.pb.h"
@@ -39,6 +40,12 @@ class StateSource {
   // Remembers `value` under `key` (replacing any), seen by Recall at once and
   // written with the customers' states.
   virtual void Remember(const std::string& key, std::string value) = 0;
+  // The ids of the orders in `state`'s ledger as a set, if the source keeps one for
+  // it (null: the decider searches the orders). Lives as long as the state; the
+  // decider keeps it in step with the ledger's orders.
+  virtual absl::flat_hash_set<std::string>* OrderIndex(const v1::CustomerState& state) {
+    return nullptr;
+  }
 };
 
 // Decides `event` (already validated, rules.md section 10), which the log holds as

@@ -14,11 +14,13 @@ using ProjectionCf = LogBatch::ProjectionCf;
 
 absl::StatusOr<std::unique_ptr<Projector>> Projector::Open(EventLog* log,
                                                            const v1::Program& program,
-                                                           size_t state_cache_bytes) {
+                                                           size_t state_cache_bytes,
+                                                           size_t order_index_from) {
   LOYALTY_RETURN_IF_ERROR(ValidateProgram(program));
   std::unique_ptr<Projector> p(new Projector(log));
   p->configured_ = program;
   p->state_cache_bytes_ = state_cache_bytes;
+  p->order_index_from_ = order_index_from;
   LOYALTY_RETURN_IF_ERROR(p->Load());
   return p;
 }
@@ -121,6 +123,19 @@ absl::StatusOr<std::optional<std::string>> Projector::Recall(const std::string& 
 
 void Projector::Remember(const std::string& key, std::string value) {
   remembered_[key] = std::move(value);
+}
+
+absl::flat_hash_set<std::string>* Projector::OrderIndex(const v1::CustomerState& state) {
+  auto it = cache_.find(state.customer_id());
+  if (it == cache_.end() || it->second.state.get() != &state) return nullptr;
+  Cached& cached = it->second;
+  if (cached.order_ids == nullptr) {
+    if (static_cast<size_t>(state.ledger().orders_size()) < order_index_from_) return nullptr;
+    cached.order_ids = std::make_unique<absl::flat_hash_set<std::string>>();
+    cached.order_ids->reserve(state.ledger().orders_size());
+    for (const v1::Order& o : state.ledger().orders()) cached.order_ids->insert(o.order_id());
+  }
+  return cached.order_ids.get();
 }
 
 absl::Status Projector::Process(const v1::Event& event, uint64_t seq, v1::Applied* applied,

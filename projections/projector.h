@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "engine/event_log.h"
 #include "engine/ingestor.h"
@@ -37,6 +38,10 @@ inline constexpr char kMetaProjectionVersion[] = "projection_version";
 // dropped at the start of a batch and read again from the store when needed.
 inline constexpr size_t kDefaultStateCacheBytes = 64 << 20;
 
+// States in memory with at least this many orders keep a set of their order ids,
+// so that a duplicate check costs one lookup instead of a pass over the orders.
+inline constexpr size_t kDefaultOrderIndexFrom = 64;
+
 class Projector final : public EventProcessor, public StateSource {
  public:
   // `log` is not owned and must outlive the projector. `program` is the one
@@ -44,7 +49,8 @@ class Projector final : public EventProcessor, public StateSource {
   // force, the next batch records it first.
   static absl::StatusOr<std::unique_ptr<Projector>> Open(
       EventLog* log, const v1::Program& program,
-      size_t state_cache_bytes = kDefaultStateCacheBytes);
+      size_t state_cache_bytes = kDefaultStateCacheBytes,
+      size_t order_index_from = kDefaultOrderIndexFrom);
 
   // EventProcessor
   absl::Status BeginBatch(LogBatch* batch) override;
@@ -58,6 +64,7 @@ class Projector final : public EventProcessor, public StateSource {
   absl::StatusOr<v1::CustomerState*> Mutable(const std::string& customer_id) override;
   absl::StatusOr<std::optional<std::string>> Recall(const std::string& key) override;
   void Remember(const std::string& key, std::string value) override;
+  absl::flat_hash_set<std::string>* OrderIndex(const v1::CustomerState& state) override;
 
   const Rules& rules() const { return *rules_; }
   uint32_t program_version() const { return in_force_.version(); }
@@ -85,9 +92,12 @@ class Projector final : public EventProcessor, public StateSource {
     std::unique_ptr<v1::CustomerState> state;
     size_t bytes = 0;   // serialized, as last read or written
     uint64_t used = 0;  // the last batch that asked for it
+    // The ids of state->ledger().orders(), once it had order_index_from_ orders.
+    std::unique_ptr<absl::flat_hash_set<std::string>> order_ids;
   };
   absl::flat_hash_map<std::string, Cached> cache_;
   size_t state_cache_bytes_ = kDefaultStateCacheBytes;
+  size_t order_index_from_ = kDefaultOrderIndexFrom;
   size_t cached_bytes_ = 0;
   uint64_t batch_number_ = 0;
   std::vector<v1::CustomerState*> dirty_;

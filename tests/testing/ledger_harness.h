@@ -53,6 +53,7 @@ struct HarnessOptions {
   rocksdb::Env* env = nullptr;
   bool sync_writes = false;
   size_t state_cache_bytes = kDefaultStateCacheBytes;
+  size_t order_index_from = kDefaultOrderIndexFrom;
   // The prefix of the event ids Event() makes: a second harness on the same store
   // needs another one.
   std::string event_id_prefix = "ev-";
@@ -76,7 +77,7 @@ class LedgerHarness {
     auto log = EventLog::Open(options);
     REQUIRE(log.ok());
     log_ = std::move(*log);
-    auto projector = Projector::Open(log_.get(), o.program, o.state_cache_bytes);
+    auto projector = Projector::Open(log_.get(), o.program, o.state_cache_bytes, o.order_index_from);
     REQUIRE(projector.ok());
     projector_ = std::move(*projector);
     ingestor_ = std::make_unique<Ingestor>(log_.get(), &clock_, projector_.get());

@@ -402,8 +402,9 @@ absl::Status DecideAdjustment(const Context& c, v1::CustomerState* me, int64_t t
   return Commit(c, me, std::move(e));
 }
 
-// Moves the redemptions past their cancel window at t out of the state: the
-// rules need only their ids and outcome from then on.
+// Moves the redemptions past their cancel window at t out of the state: from then
+// on the rules need them only for DUPLICATE_REDEMPTION and CANCEL_WINDOW_CLOSED (or,
+// under a later program with a wider window, for a cancel: their portions go along).
 void Trim(const Context& c, int64_t t, v1::CustomerState* me) {
   auto* redemptions = me->mutable_redemptions();
   int kept = 0;

@@ -91,6 +91,45 @@ absl::Status CheckValidation(const EventLog& log, uint64_t seq, const v1::LogRec
   return absl::OkStatus();
 }
 
+// Compares a live projection column family with what the replay rebuilt (`rebuilt`,
+// in key order; `bytes_of` gives a value's stored bytes), key by key. The first
+// difference fails the report as a "projections" finding, naming the `noun` by
+// `name_of(key)`; an error is one of reading the store.
+template <typename Map, typename BytesOf, typename NameOf>
+absl::Status CompareProjection(const EventLog& log, LogBatch::ProjectionCf cf,
+                               const Map& rebuilt, const BytesOf& bytes_of,
+                               const char* noun, const char* value_noun,
+                               const NameOf& name_of, AuditReport* report) {
+  auto next = rebuilt.begin();
+  absl::Status s = log.ScanProjection(
+      cf, [&](std::string_view key, std::string_view value) -> absl::Status {
+        if (next == rebuilt.end() || next->first != key) {
+          return Fail(report, "projections", 0,
+                      next == rebuilt.end() || std::string_view(next->first) > key
+                          ? absl::StrCat("the live projections hold ", noun, " ", name_of(key),
+                                         ", which the log does not")
+                          : absl::StrCat("the live projections lack ", noun, " ",
+                                         name_of(next->first)));
+        }
+        if (bytes_of(next->second) != value) {
+          return Fail(report, "projections", 0,
+                      absl::StrCat("the live ", value_noun, " of ", noun, " ",
+                                   name_of(next->first),
+                                   " differs from the one rebuilt from the log"));
+        }
+        ++next;
+        return absl::OkStatus();
+      });
+  if (!report->ok) return absl::OkStatus();
+  LOYALTY_RETURN_IF_ERROR(s);
+  if (next != rebuilt.end()) {
+    Fail(report, "projections", 0,
+         absl::StrCat("the live projections lack ", noun, " ", name_of(next->first)))
+        .IgnoreError();
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<AuditReport> AuditLog(
@@ -170,60 +209,19 @@ absl::StatusOr<AuditReport> AuditLog(
 
   // 5. projections
   if (options.compare_projections && to == chain.head.seq) {
-    auto next = replay->states.begin();
-    absl::Status s = log.ScanProjection(
-        LogBatch::ProjectionCf::kCustomerState,
-        [&](std::string_view key, std::string_view value) -> absl::Status {
-          if (next == replay->states.end() || next->first != key) {
-            const std::string missing =
-                next == replay->states.end() || std::string_view(next->first) > key
-                    ? absl::StrCat("the live projections hold customer '", std::string(key),
-                                   "', which the log does not")
-                    : absl::StrCat("the live projections lack customer '", next->first, "'");
-            return Fail(&report, "projections", 0, missing);
-          }
-          if (SerializeDeterministic(*next->second) != value) {
-            return Fail(&report, "projections", 0,
-                        absl::StrCat("the live state of customer '", next->first,
-                                     "' differs from the one rebuilt from the log"));
-          }
-          ++next;
-          return absl::OkStatus();
-        });
+    LOYALTY_RETURN_IF_ERROR(CompareProjection(
+        log, LogBatch::ProjectionCf::kCustomerState, replay->states,
+        [](const std::unique_ptr<v1::CustomerState>& state) {
+          return SerializeDeterministic(*state);
+        },
+        "customer", "state", [](std::string_view key) { return absl::StrCat("'", std::string(key), "'"); },
+        &report));
     if (!report.ok) return report;
-    LOYALTY_RETURN_IF_ERROR(s);
-    if (next != replay->states.end()) {
-      Fail(&report, "projections", 0,
-           absl::StrCat("the live projections lack customer '", next->first, "'"))
-          .IgnoreError();
-      return report;
-    }
-    // The decision ids: every key and value, in key order.
-    auto id = replay->decision_ids.begin();
-    s = log.ScanProjection(
-        LogBatch::ProjectionCf::kDecisionIds,
-        [&](std::string_view key, std::string_view value) -> absl::Status {
-          if (id == replay->decision_ids.end() || id->first != key || id->second != value) {
-            const std::string at(id == replay->decision_ids.end() ||
-                                         std::string_view(id->first) > key
-                                     ? key
-                                     : std::string_view(id->first));
-            return Fail(&report, "projections", 0,
-                        absl::StrCat("the live decision ids differ from the ones rebuilt from "
-                                     "the log at key ",
-                                     absl::CHexEscape(at)));
-          }
-          ++id;
-          return absl::OkStatus();
-        });
+    LOYALTY_RETURN_IF_ERROR(CompareProjection(
+        log, LogBatch::ProjectionCf::kDecisionIds, replay->decision_ids,
+        [](const std::string& value) { return value; }, "decision id", "value",
+        [](std::string_view key) { return absl::CHexEscape(std::string(key)); }, &report));
     if (!report.ok) return report;
-    LOYALTY_RETURN_IF_ERROR(s);
-    if (id != replay->decision_ids.end()) {
-      Fail(&report, "projections", 0,
-           absl::StrCat("the live projections lack the decision id ", absl::CHexEscape(id->first)))
-          .IgnoreError();
-      return report;
-    }
   }
 
   // 6. conservation

@@ -11,6 +11,7 @@
 #include "engine/internal/keys.h"
 #include "engine/sha256.h"
 #include "projections/audit.h"
+#include "projections/decider.h"
 #include "projections/replay.h"
 #include "rocksdb/db.h"
 #include "tests/testing/ledger_harness.h"
@@ -161,6 +162,22 @@ TEST_CASE("audit: a projection edited underneath is caught by the rebuild compar
   REQUIRE_FALSE(r.ok);
   CHECK(r.check == "projections");
   CHECK(r.problem.find("'cy'") != std::string::npos);
+}
+
+TEST_CASE("audit: a decision id added underneath is caught by the rebuild comparison") {
+  // Proves: a remembered order id the log never moved out of a state (which would
+  // reject a new purchase as DUPLICATE_ORDER) is found.
+  Closed c;
+  testing::EditRaw(c.data, [](rocksdb::DB* db, testing::RawCfs& cf) {
+    REQUIRE(db->Put(rocksdb::WriteOptions(), cf["decision_ids"],
+                    DecisionIdKey("cy", IdKind::kOrder, "forged"), "")
+                .ok());
+  });
+  AuditReport r = Audit(c.data);
+  REQUIRE_FALSE(r.ok);
+  CHECK(r.check == "projections");
+  CHECK(r.problem.find("hold decision id") != std::string::npos);
+  CHECK(r.problem.find("forged") != std::string::npos);
 }
 
 TEST_CASE("audit: an applied event whose index entry was removed is caught") {

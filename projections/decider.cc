@@ -60,9 +60,7 @@ absl::StatusOr<bool> KnownOrder(const Context& c, const v1::CustomerState& me,
   if (const absl::flat_hash_set<std::string>* index = c.states->OrderIndex(me)) {
     if (index->contains(order_id)) return true;
   } else {
-    for (const v1::Order& o : me.ledger().orders()) {
-      if (o.order_id() == order_id) return true;
-    }
+    if (FindOrder(me.ledger(), order_id) >= 0) return true;
   }
   if (me.archived_orders() == 0) return false;
   LOYALTY_ASSIGN_OR_RETURN(
@@ -127,8 +125,8 @@ void MakeDebit(const v1::LedgerState& s, int64_t t, int64_t points, uint64_t own
   e->set_points(points);
   int64_t left = points;
   int own = own_lot != 0 ? FindLot(s, own_lot) : -1;
-  if (own >= 0 && s.lots(own).expires_at() > t && s.lots(own).remaining() > 0 && left > 0) {
-    const int64_t take = std::min(left, s.lots(own).remaining());
+  if (own >= 0 && s.lot_expires_at(own) > t && s.lot_remaining(own) > 0 && left > 0) {
+    const int64_t take = std::min(left, s.lot_remaining(own));
     v1::LotDraw* d = e->add_draws();
     d->set_lot_id(own_lot);
     d->set_points(take);
@@ -137,9 +135,9 @@ void MakeDebit(const v1::LedgerState& s, int64_t t, int64_t points, uint64_t own
   for (int i : FifoLots(s, t, from)) {
     if (left == 0) break;
     if (i == own) continue;
-    const int64_t take = std::min(left, s.lots(i).remaining());
+    const int64_t take = std::min(left, s.lot_remaining(i));
     v1::LotDraw* d = e->add_draws();
-    d->set_lot_id(s.lots(i).id());
+    d->set_lot_id(s.lot_id(i));
     d->set_points(take);
     left -= take;
   }
@@ -242,31 +240,27 @@ absl::Status DecideRefund(const Context& c, v1::CustomerState* me, int64_t t) {
     Reject(c, v1::UNKNOWN_ORDER);
     return absl::OkStatus();
   }
-  const v1::Order* order = nullptr;
-  for (int i = me->ledger().orders_size() - 1; i >= 0; --i) {
-    if (me->ledger().orders(i).order_id() == rf.order_id()) {
-      order = &me->ledger().orders(i);
-      break;
-    }
-  }
+  const v1::LedgerState& ledger = me->ledger();
+  const int order = FindOrder(ledger, rf.order_id());
   // An accepted order no longer in the ledger is past the order horizon, which is
   // at least the refund window.
-  if (order == nullptr || t >= order->at() + r.refund_window_s) {
+  if (order < 0 || t >= ledger.order_at(order) + r.refund_window_s) {
     Reject(c, v1::REFUND_WINDOW_CLOSED);
     return absl::OkStatus();
   }
-  if (rf.amount_minor() > order->amount_minor() - order->refunded_minor()) {
+  const int64_t amount = ledger.order_amount_minor(order);
+  if (rf.amount_minor() > NetAmount(ledger, order)) {
     Reject(c, v1::REFUND_EXCEEDS_ORDER);
     return absl::OkStatus();
   }
-  const int64_t refunded = order->refunded_minor() + rf.amount_minor();
+  const int64_t refunded = ledger.order_refunded_minor(order) + rf.amount_minor();
   // target = ceil(P x R / A), in 128 bits.
-  const absl::int128 num = absl::int128(order->points()) * refunded;
-  const int64_t target = static_cast<int64_t>((num + order->amount_minor() - 1) / order->amount_minor());
-  const int64_t reverse = target - order->reversed();
-  const std::string order_id = order->order_id();
-  const uint64_t own_lot = order->lot_id();
-  const bool full = refunded == order->amount_minor();
+  const absl::int128 num = absl::int128(ledger.order_points(order)) * refunded;
+  const int64_t target = static_cast<int64_t>((num + amount - 1) / amount);
+  const int64_t reverse = target - ledger.order_reversed(order);
+  const std::string order_id = rf.order_id();
+  const uint64_t own_lot = ledger.order_lot_id(order);
+  const bool full = refunded == amount;
 
   v1::LedgerEntry e = NewEntry(c, me->customer_id(), t, v1::REFUND);
   e.set_order_id(order_id);
@@ -341,7 +335,7 @@ absl::Status DecideRedemption(const Context& c, v1::CustomerState* me, int64_t t
   MakeDebit(me->ledger(), t, red.points(), 0, DrawFrom::kAvailable, &e);
   for (const v1::LotDraw& d : e.draws()) {
     *rec->add_draws() = d;
-    rec->add_draw_expires_at(me->ledger().lots(FindLot(me->ledger(), d.lot_id())).expires_at());
+    rec->add_draw_expires_at(me->ledger().lot_expires_at(FindLot(me->ledger(), d.lot_id())));
   }
   return Commit(c, me, std::move(e));
 }

@@ -16,30 +16,51 @@ absl::Status Inconsistent(const v1::LedgerEntry& e, absl::string_view what) {
 // Lots that expired by t are settled into expired_settled; orders past the rules'
 // horizon leave the state (their times stay for churn). Neither changes any answer
 // at a time >= t. The ids of the orders that leave go to `dropped_orders`, if set.
+template <typename T>
+void ErasePrefix(int n, google::protobuf::RepeatedField<T>* column) {
+  column->erase(column->begin(), column->begin() + n);
+}
+
 void Settle(const Rules& rules, int64_t t, v1::LedgerState* s,
             std::vector<std::string>* dropped_orders) {
-  auto* lots = s->mutable_lots();
+  const int lots = s->lot_id_size();
   int kept = 0;
-  for (int i = 0; i < lots->size(); ++i) {
-    v1::Lot* lot = lots->Mutable(i);
-    if (lot->expires_at() <= t) {
-      s->set_expired_settled(s->expired_settled() + lot->remaining());
+  for (int i = 0; i < lots; ++i) {
+    if (s->lot_expires_at(i) <= t) {
+      s->set_expired_settled(s->expired_settled() + s->lot_remaining(i));
       continue;
     }
-    if (kept != i) lots->SwapElements(kept, i);
+    if (kept != i) {
+      s->set_lot_id(kept, s->lot_id(i));
+      s->set_lot_remaining(kept, s->lot_remaining(i));
+      s->set_lot_available_at(kept, s->lot_available_at(i));
+      s->set_lot_expires_at(kept, s->lot_expires_at(i));
+    }
     ++kept;
   }
-  lots->DeleteSubrange(kept, lots->size() - kept);
+  if (kept < lots) {
+    s->mutable_lot_id()->Truncate(kept);
+    s->mutable_lot_remaining()->Truncate(kept);
+    s->mutable_lot_available_at()->Truncate(kept);
+    s->mutable_lot_expires_at()->Truncate(kept);
+  }
 
   const int64_t horizon = t - rules.OrderHorizon();
   int drop = 0;
-  while (drop < s->orders_size() && s->orders(drop).at() <= horizon) {
-    const v1::Order& o = s->orders(drop);
-    if (o.amount_minor() - o.refunded_minor() > 0) s->add_old_purchase_at(o.at());
-    if (dropped_orders != nullptr) dropped_orders->push_back(o.order_id());
+  while (drop < s->order_at_size() && s->order_at(drop) <= horizon) {
+    if (NetAmount(*s, drop) > 0) s->add_old_purchase_at(s->order_at(drop));
+    if (dropped_orders != nullptr) dropped_orders->push_back(s->order_id(drop));
     ++drop;
   }
-  if (drop > 0) s->mutable_orders()->DeleteSubrange(0, drop);
+  if (drop > 0) {
+    s->mutable_order_id()->DeleteSubrange(0, drop);
+    ErasePrefix(drop, s->mutable_order_at());
+    ErasePrefix(drop, s->mutable_order_amount_minor());
+    ErasePrefix(drop, s->mutable_order_refunded_minor());
+    ErasePrefix(drop, s->mutable_order_points());
+    ErasePrefix(drop, s->mutable_order_reversed());
+    ErasePrefix(drop, s->mutable_order_lot_id());
+  }
   const int excess = s->old_purchase_at_size() - static_cast<int>(rules.churn_interval_purchases);
   if (excess > 0) s->mutable_old_purchase_at()->erase(s->old_purchase_at().begin(),
                                                        s->old_purchase_at().begin() + excess);
@@ -55,11 +76,10 @@ absl::Status Credit(const v1::LedgerEntry& e, v1::LedgerState* s) {
   if (e.points() > 0) {
     if (e.lot_id() != s->next_lot_id() + 1) return Inconsistent(e, "lot id out of order");
     s->set_next_lot_id(e.lot_id());
-    v1::Lot* lot = s->add_lots();
-    lot->set_id(e.lot_id());
-    lot->set_remaining(e.points() - e.debt_paid());
-    lot->set_available_at(e.available_at());
-    lot->set_expires_at(e.expires_at());
+    s->add_lot_id(e.lot_id());
+    s->add_lot_remaining(e.points() - e.debt_paid());
+    s->add_lot_available_at(e.available_at());
+    s->add_lot_expires_at(e.expires_at());
   }
   return absl::OkStatus();
 }
@@ -69,10 +89,10 @@ absl::Status Debit(const v1::LedgerEntry& e, v1::LedgerState* s) {
   if (e.points() < 0 || e.debt_added() < 0) return Inconsistent(e, "negative debit");
   for (const v1::LotDraw& d : e.draws()) {
     const int i = FindLot(*s, d.lot_id());
-    if (i < 0 || d.points() <= 0 || s->lots(i).remaining() < d.points()) {
+    if (i < 0 || d.points() <= 0 || s->lot_remaining(i) < d.points()) {
       return Inconsistent(e, absl::StrCat("draw of ", d.points(), " from lot ", d.lot_id()));
     }
-    s->mutable_lots(i)->set_remaining(s->lots(i).remaining() - d.points());
+    s->set_lot_remaining(i, s->lot_remaining(i) - d.points());
     total += d.points();
   }
   if (total != e.points()) return Inconsistent(e, "draws and debt do not sum to the points");
@@ -90,7 +110,7 @@ absl::Status Restore(const v1::LedgerEntry& e, v1::LedgerState* s) {
     if (i < 0 || d.points() <= 0) {
       return Inconsistent(e, absl::StrCat("restore into lot ", d.lot_id()));
     }
-    s->mutable_lots(i)->set_remaining(s->lots(i).remaining() + d.points());
+    s->set_lot_remaining(i, s->lot_remaining(i) + d.points());
     total += d.points();
   }
   if (total != e.points()) return Inconsistent(e, "restores do not sum to the points");
@@ -116,16 +136,32 @@ int64_t SignedPoints(const v1::LedgerEntry& e) {
 
 int FindLot(const v1::LedgerState& s, uint64_t id) {
   // Lots are kept in creation order, so ids ascend: binary search.
-  int lo = 0, hi = s.lots_size();
-  while (lo < hi) {
-    const int mid = (lo + hi) / 2;
-    if (s.lots(mid).id() < id) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
+  const auto& ids = s.lot_id();
+  const auto it = std::lower_bound(ids.begin(), ids.end(), id);
+  return it != ids.end() && *it == id ? static_cast<int>(it - ids.begin()) : -1;
+}
+
+int FindOrder(const v1::LedgerState& s, std::string_view order_id) {
+  // Newest first: refunds mostly follow their purchase closely.
+  for (int i = s.order_id_size() - 1; i >= 0; --i) {
+    if (s.order_id(i) == order_id) return i;
   }
-  return lo < s.lots_size() && s.lots(lo).id() == id ? lo : -1;
+  return -1;
+}
+
+bool ColumnsAgree(const v1::LedgerState& s) {
+  const int lots = s.lot_id_size();
+  const int orders = s.order_id_size();
+  return s.lot_remaining_size() == lots && s.lot_available_at_size() == lots &&
+         s.lot_expires_at_size() == lots && s.order_at_size() == orders &&
+         s.order_amount_minor_size() == orders && s.order_refunded_minor_size() == orders &&
+         s.order_points_size() == orders && s.order_reversed_size() == orders &&
+         s.order_lot_id_size() == orders;
+}
+
+bool ParseCustomerState(std::string_view bytes, v1::CustomerState* state) {
+  return state->ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) &&
+         ColumnsAgree(state->ledger());
 }
 
 absl::Status ApplyEntry(const Rules& rules, const v1::LedgerEntry& e, v1::LedgerState* s,
@@ -138,15 +174,16 @@ absl::Status ApplyEntry(const Rules& rules, const v1::LedgerEntry& e, v1::Ledger
   s->set_entries(s->entries() + 1);
   switch (e.kind()) {
     case v1::PURCHASE: {
-      if (!s->orders().empty() && s->orders(s->orders_size() - 1).at() > t) {
+      if (s->order_at_size() > 0 && s->order_at(s->order_at_size() - 1) > t) {
         return Inconsistent(e, "order time goes backwards");
       }
-      v1::Order* o = s->add_orders();
-      o->set_order_id(e.order_id());
-      o->set_at(t);
-      o->set_amount_minor(e.amount_minor());
-      o->set_points(e.points());
-      o->set_lot_id(e.points() > 0 ? e.lot_id() : 0);
+      s->add_order_id(e.order_id());
+      s->add_order_at(t);
+      s->add_order_amount_minor(e.amount_minor());
+      s->add_order_refunded_minor(0);
+      s->add_order_points(e.points());
+      s->add_order_reversed(0);
+      s->add_order_lot_id(e.points() > 0 ? e.lot_id() : 0);
       s->set_accepted_purchases(s->accepted_purchases() + 1);
       return Credit(e, s);
     }
@@ -155,19 +192,13 @@ absl::Status ApplyEntry(const Rules& rules, const v1::LedgerEntry& e, v1::Ledger
     case v1::ADJUSTMENT_CREDIT:
       return Credit(e, s);
     case v1::REFUND: {
-      v1::Order* order = nullptr;
-      for (int i = s->orders_size() - 1; i >= 0; --i) {
-        if (s->orders(i).order_id() == e.order_id()) {
-          order = s->mutable_orders(i);
-          break;
-        }
-      }
-      if (order == nullptr) return Inconsistent(e, "refund of an order not in the ledger");
-      if (order->refunded_minor() + e.amount_minor() > order->amount_minor()) {
+      const int i = FindOrder(*s, e.order_id());
+      if (i < 0) return Inconsistent(e, "refund of an order not in the ledger");
+      if (s->order_refunded_minor(i) + e.amount_minor() > s->order_amount_minor(i)) {
         return Inconsistent(e, "refund exceeds the order");
       }
-      order->set_refunded_minor(order->refunded_minor() + e.amount_minor());
-      order->set_reversed(order->reversed() + e.points());
+      s->set_order_refunded_minor(i, s->order_refunded_minor(i) + e.amount_minor());
+      s->set_order_reversed(i, s->order_reversed(i) + e.points());
       s->set_reversed(s->reversed() + e.points());
       return Debit(e, s);
     }
@@ -194,22 +225,21 @@ absl::Status ApplyEntry(const Rules& rules, const v1::LedgerEntry& e, v1::Ledger
 
 int64_t AvailableAt(const v1::LedgerState& s, int64_t t) {
   int64_t sum = 0;
-  for (const v1::Lot& lot : s.lots()) {
-    if (lot.available_at() <= t && t < lot.expires_at()) sum += lot.remaining();
+  for (int i = 0; i < s.lot_id_size(); ++i) {
+    if (s.lot_available_at(i) <= t && t < s.lot_expires_at(i)) sum += s.lot_remaining(i);
   }
   return sum - s.debt();
 }
 
 std::vector<int> FifoLots(const v1::LedgerState& s, int64_t t, DrawFrom from) {
   std::vector<int> out;
-  for (int i = 0; i < s.lots_size(); ++i) {
-    const v1::Lot& lot = s.lots(i);
-    if (lot.remaining() <= 0 || lot.expires_at() <= t) continue;
-    if (from == DrawFrom::kAvailable && lot.available_at() > t) continue;
+  for (int i = 0; i < s.lot_id_size(); ++i) {
+    if (s.lot_remaining(i) <= 0 || s.lot_expires_at(i) <= t) continue;
+    if (from == DrawFrom::kAvailable && s.lot_available_at(i) > t) continue;
     out.push_back(i);
   }
   std::stable_sort(out.begin(), out.end(), [&](int a, int b) {
-    return s.lots(a).expires_at() < s.lots(b).expires_at();  // ties keep creation order
+    return s.lot_expires_at(a) < s.lot_expires_at(b);  // ties keep creation order
   });
   return out;
 }
@@ -222,32 +252,32 @@ BalanceView EvaluateBalance(const Rules& rules, const v1::LedgerState& s, int64_
   b.adjusted_out = s.adjusted_out();
   b.debt = s.debt();
   b.expired = s.expired_settled();
-  std::vector<const v1::Lot*> soon;
-  for (const v1::Lot& lot : s.lots()) {
-    if (t < lot.available_at()) {
-      b.pending += lot.remaining();
-    } else if (t < lot.expires_at()) {
-      b.available += lot.remaining();
-      if (lot.remaining() > 0 && lot.expires_at() <= t + rules.expiring_soon_s) {
-        soon.push_back(&lot);
+  for (int i = 0; i < s.lot_id_size(); ++i) {
+    const int64_t remaining = s.lot_remaining(i), expires_at = s.lot_expires_at(i);
+    if (t < s.lot_available_at(i)) {
+      b.pending += remaining;
+    } else if (t < expires_at) {
+      b.available += remaining;
+      if (remaining > 0 && expires_at <= t + rules.expiring_soon_s) {
+        b.expiring_soon.push_back({remaining, expires_at});
       }
     } else {
-      b.expired += lot.remaining();
+      b.expired += remaining;
     }
   }
   b.available -= s.debt();
-  std::stable_sort(soon.begin(), soon.end(), [](const v1::Lot* a, const v1::Lot* b) {
-    return a->expires_at() < b->expires_at();
-  });
-  for (const v1::Lot* lot : soon) b.expiring_soon.push_back({lot->remaining(), lot->expires_at()});
+  std::stable_sort(b.expiring_soon.begin(), b.expiring_soon.end(),
+                   [](const ExpiringLot& x, const ExpiringLot& y) {
+                     return x.expires_at < y.expires_at;
+                   });
   return b;
 }
 
 int64_t RollingSpend(const Rules& rules, const v1::LedgerState& s, int64_t at) {
   int64_t sum = 0;
-  for (const v1::Order& o : s.orders()) {
-    if (o.at() > at) break;  // orders are in time order
-    if (o.at() > at - rules.spend_window_s) sum += o.amount_minor() - o.refunded_minor();
+  for (int i = 0; i < s.order_at_size(); ++i) {
+    if (s.order_at(i) > at) break;  // orders are in time order
+    if (s.order_at(i) > at - rules.spend_window_s) sum += NetAmount(s, i);
   }
   return sum;
 }
@@ -258,28 +288,24 @@ TierView EvaluateTier(const Rules& rules, const v1::LedgerState& s, int64_t t) {
   // tier its rolling spend buys (net amounts of orders in (at - window, at]); the
   // tier is the highest reached. Orders are in time order, so one pass with a
   // sliding window does it: [lo, hi) are the orders in the window of order i.
-  const auto& orders = s.orders();
-  const int n = orders.size();
+  const auto& at = s.order_at();
+  const int n = at.size();
   int lo = 0, hi = 0;
   int64_t window = 0;
   int64_t latest = INT64_MIN;  // the latest order time that reached v.tier
   for (int i = 0; i < n; ++i) {
-    const v1::Order& o = orders[i];
-    if (o.at() > t) break;
-    for (; hi < n && orders[hi].at() <= o.at(); ++hi) {
-      window += orders[hi].amount_minor() - orders[hi].refunded_minor();
-    }
-    for (; lo < hi && orders[lo].at() <= o.at() - rules.spend_window_s; ++lo) {
-      window -= orders[lo].amount_minor() - orders[lo].refunded_minor();
-    }
-    if (o.at() <= t - rules.tier_status_s) continue;
-    if (o.amount_minor() - o.refunded_minor() <= 0) continue;
+    const int64_t ti = at[i];
+    if (ti > t) break;
+    for (; hi < n && at[hi] <= ti; ++hi) window += NetAmount(s, hi);
+    for (; lo < hi && at[lo] <= ti - rules.spend_window_s; ++lo) window -= NetAmount(s, lo);
+    if (ti <= t - rules.tier_status_s) continue;
+    if (NetAmount(s, i) <= 0) continue;
     const Tier k = rules.TierBySpend(window);
     if (k > v.tier) {
       v.tier = k;
-      latest = o.at();
+      latest = ti;
     } else if (k == v.tier) {
-      latest = std::max(latest, o.at());
+      latest = std::max(latest, ti);
     }
   }
   if (v.tier != Tier::kBronze) v.valid_until = latest + rules.tier_status_s;
@@ -308,17 +334,16 @@ ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& s, int64_t t)
   ChurnView v;
   // The purchase times: old_purchase_at, then the orders with a positive net amount
   // up to t, both in time order. Needed: the last one and the m-th from the end.
-  auto counts = [&](const v1::Order& o) {
-    return o.at() <= t && o.amount_minor() - o.refunded_minor() > 0;
-  };
+  const int n = s.order_at_size();
+  auto counts = [&](int i) { return s.order_at(i) <= t && NetAmount(s, i) > 0; };
   const size_t old_count = static_cast<size_t>(s.old_purchase_at_size());
   size_t count = old_count;
   int64_t last = 0;
   if (old_count > 0) last = s.old_purchase_at(static_cast<int>(old_count) - 1);
-  for (const v1::Order& o : s.orders()) {
-    if (!counts(o)) continue;
+  for (int i = 0; i < n; ++i) {
+    if (!counts(i)) continue;
     ++count;
-    last = o.at();
+    last = s.order_at(i);
   }
   if (count == 0) return v;
   const size_t m = std::min<size_t>(count, rules.churn_interval_purchases);
@@ -328,10 +353,10 @@ ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& s, int64_t t)
     first = s.old_purchase_at(static_cast<int>(first_index));
   } else {
     size_t k = old_count;
-    for (const v1::Order& o : s.orders()) {
-      if (!counts(o)) continue;
+    for (int i = 0; i < n; ++i) {
+      if (!counts(i)) continue;
       if (k++ == first_index) {
-        first = o.at();
+        first = s.order_at(i);
         break;
       }
     }
@@ -354,11 +379,8 @@ ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& s, int64_t t)
   } else {
     v.risk_level = RiskLevel::kActive;
   }
-  for (const v1::Order& o : s.orders()) {
-    if (o.at() > t - rules.churn_window_s && o.at() <= t &&
-        o.amount_minor() - o.refunded_minor() > 0) {
-      ++v.purchases_365d;
-    }
+  for (int i = 0; i < n; ++i) {
+    if (s.order_at(i) > t - rules.churn_window_s && counts(i)) ++v.purchases_365d;
   }
   v.spend_365d_minor = RollingSpend(rules, s, t);
   return v;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -76,7 +77,7 @@ ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& state, int64_
 int64_t RollingSpend(const Rules& rules, const v1::LedgerState& state, int64_t s);
 
 // Points available at t (available lots minus debt), and the lots to draw from in
-// FIFO order (expires_at, then creation), as indexes into state.lots().
+// FIFO order (expires_at, then creation), as indexes into the lot columns.
 int64_t AvailableAt(const v1::LedgerState& state, int64_t t);
 enum class DrawFrom { kAvailable, kUnexpired };
 std::vector<int> FifoLots(const v1::LedgerState& state, int64_t t, DrawFrom from);
@@ -85,8 +86,23 @@ std::vector<int> FifoLots(const v1::LedgerState& state, int64_t t, DrawFrom from
 // claw-backs, negative adjustments, redemptions) negative, the rest positive.
 int64_t SignedPoints(const v1::LedgerEntry& entry);
 
-// The index of the lot with `id` in state.lots(), or -1.
+// The index of the lot with `id` in the lot columns, or -1.
 int FindLot(const v1::LedgerState& state, uint64_t id);
+
+// The index of the order with `order_id` in the order columns, or -1.
+int FindOrder(const v1::LedgerState& state, std::string_view order_id);
+
+// Order i's net amount: its amount less what was refunded of it.
+inline int64_t NetAmount(const v1::LedgerState& state, int i) {
+  return state.order_amount_minor(i) - state.order_refunded_minor(i);
+}
+
+// Parses stored CustomerState bytes. False if they do not decode, or if the columns
+// of the lots or of the orders differ in length (ColumnsAgree): every reader of a
+// stored state goes through it (or ParseLedgerOnly), so no code indexes past a
+// column's end.
+bool ParseCustomerState(std::string_view bytes, v1::CustomerState* state);
+bool ColumnsAgree(const v1::LedgerState& state);
 
 }  // namespace loyalty
 

@@ -1984,8 +1984,8 @@ TEST_CASE("ledger property: stats from kept shares equal a pass over every custo
           const std::optional<v1::LedgerState> state = h.State(c, INT64_MAX);
           if (!state.has_value()) continue;
           std::vector<int64_t> edges;
-          for (const v1::Lot& lot : state->lots()) edges.push_back(lot.expires_at());
-          for (const v1::Order& o : state->orders()) edges.push_back(o.at() + rules->tier_status_s);
+          for (int64_t at : state->lot_expires_at()) edges.push_back(at);
+          for (int64_t at : state->order_at()) edges.push_back(at + rules->tier_status_s);
           const ChurnView churn = EvaluateChurn(*rules, *state, state->clock());
           if (churn.last_purchase_at.has_value()) {
             const int64_t x = churn.expected_interval_s;

@@ -16,7 +16,7 @@ bool ParseLedgerOnly(std::string_view bytes, v1::LedgerState* ledger) {
                                             static_cast<int>(bytes.size()));
   while (true) {
     const uint32_t tag = in.ReadTag();
-    if (tag == 0) return in.ExpectAtEnd();  // the end, or a malformed tag
+    if (tag == 0) return in.ExpectAtEnd() && ColumnsAgree(*ledger);  // the end, or a malformed tag
     if (WireFormatLite::GetTagFieldNumber(tag) == v1::CustomerState::kLedgerFieldNumber &&
         WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
       // Repeated occurrences of a message field merge (proto semantics).
@@ -39,7 +39,7 @@ absl::StatusOr<std::optional<v1::CustomerState>> LedgerReader::Current(
   if (absl::IsNotFound(stored.status())) return std::optional<v1::CustomerState>();
   LOYALTY_RETURN_IF_ERROR(stored.status());
   v1::CustomerState state;
-  if (!state.ParseFromString(*stored)) {
+  if (!ParseCustomerState(*stored, &state)) {
     return absl::DataLossError(absl::StrCat("the state of ", customer_id, " does not decode"));
   }
   return std::optional<v1::CustomerState>(std::move(state));

@@ -6,6 +6,7 @@
 #include "engine/event_codec.h"
 #include "engine/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "projections/ledger.h"
 #include "projections/signals.h"
 
 namespace loyalty {
@@ -94,7 +95,7 @@ absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& custome
     cached.state = std::make_unique<v1::CustomerState>();
     auto stored = log_->GetProjection(ProjectionCf::kCustomerState, customer_id);
     if (stored.ok()) {
-      if (!cached.state->ParseFromString(*stored)) {
+      if (!ParseCustomerState(*stored, cached.state.get())) {
         return absl::DataLossError(absl::StrCat("the state of customer ", customer_id,
                                                 " does not decode"));
       }
@@ -130,10 +131,9 @@ absl::flat_hash_set<std::string>* Projector::OrderIndex(const v1::CustomerState&
   if (it == cache_.end() || it->second.state.get() != &state) return nullptr;
   Cached& cached = it->second;
   if (cached.order_ids == nullptr) {
-    if (static_cast<size_t>(state.ledger().orders_size()) < order_index_from_) return nullptr;
-    cached.order_ids = std::make_unique<absl::flat_hash_set<std::string>>();
-    cached.order_ids->reserve(state.ledger().orders_size());
-    for (const v1::Order& o : state.ledger().orders()) cached.order_ids->insert(o.order_id());
+    if (static_cast<size_t>(state.ledger().order_id_size()) < order_index_from_) return nullptr;
+    cached.order_ids = std::make_unique<absl::flat_hash_set<std::string>>(
+        state.ledger().order_id().begin(), state.ledger().order_id().end());
   }
   return cached.order_ids.get();
 }
@@ -197,7 +197,7 @@ absl::Status Projector::LoadDue() {
   LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
       ProjectionCf::kCustomerState,
       [&](std::string_view key, std::string_view value) -> absl::Status {
-        if (!stored.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+        if (!ParseCustomerState(value, &stored)) {
           return absl::DataLossError(
               absl::StrCat("the state of customer ", std::string(key), " does not decode"));
         }

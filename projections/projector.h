@@ -26,8 +26,9 @@ namespace loyalty {
 
 // Bumped whenever projection code changes what it stores; kept in the store so a
 // later version can tell outdated projections (docs/log-format.md).
-// 2: CustomerState.signals; 3: decision_ids (orders and redemptions leave the state).
-inline constexpr uint32_t kProjectionVersion = 3;
+// 2: CustomerState.signals; 3: decision_ids (orders and redemptions leave the state);
+// 4: lots and orders stored by column.
+inline constexpr uint32_t kProjectionVersion = 4;
 
 // Keys in the `projection_meta` column family.
 inline constexpr char kMetaProgram[] = "program";         // ProgramChange in force
@@ -92,7 +93,7 @@ class Projector final : public EventProcessor, public StateSource {
     std::unique_ptr<v1::CustomerState> state;
     size_t bytes = 0;   // serialized, as last read or written
     uint64_t used = 0;  // the last batch that asked for it
-    // The ids of state->ledger().orders(), once it had order_index_from_ orders.
+    // The ids of state->ledger()'s orders, once it had order_index_from_ orders.
     std::unique_ptr<absl::flat_hash_set<std::string>> order_ids;
   };
   absl::flat_hash_map<std::string, Cached> cache_;

@@ -14,6 +14,8 @@
 #include "projections/program.h"
 #include "engine/event_codec.h"
 #include "projections/decider.h"
+#include "projections/ledger.h"
+#include "projections/ledger_reader.h"
 #include "projections/projector.h"
 #include "projections/replay.h"
 #include "tests/testing/fault_env.h"
@@ -192,8 +194,9 @@ TEST_CASE("projector: old orders and redemptions leave the state, and their ids 
     // Day 731: o1 (day 0) is past the horizon and leaves with the purchase of o2.
     h.Purchase("c", Day(731), "o2", 5000);
     s = StoredState(h.log(), "c");
-    REQUIRE(s.ledger().orders_size() == 1);
-    CHECK(s.ledger().orders(0).order_id() == "o2");
+    REQUIRE(s.ledger().order_id_size() == 1);
+    CHECK(s.ledger().order_id(0) == "o2");
+    CHECK(ColumnsAgree(s.ledger()));
     CHECK(s.archived_orders() == 1);
     CHECK(s.redemptions_size() == 0);  // r2 (day 20) left too
     CHECK(s.archived_redemptions() == 3);
@@ -277,4 +280,43 @@ TEST_CASE("projector: a store from before decision_ids is rebuilt into one with 
 }
 
 }  // namespace
+TEST_CASE("projector: a stored state whose columns differ in length is refused as data loss") {
+  // Lots and orders are stored by column; a state where one column is shorter than
+  // the others would send a reader past its end. Every parse of a stored state
+  // refuses it instead.
+  using testing::Day;
+  testing::TempDir dir;
+  const std::string data = dir.Sub("data");
+  std::string good;
+  {
+    testing::LedgerHarness h(DefaultProgram(), data);
+    h.Purchase("c", Day(0), "o1", 10000);
+    h.Purchase("c", Day(1), "o2", 20000);
+    good = States(h.log()).at("c");
+  }
+  v1::CustomerState state;
+  REQUIRE(ParseCustomerState(good, &state));
+  REQUIRE(state.ledger().lot_id_size() == 2);
+  REQUIRE(state.ledger().order_id_size() == 2);
+  SECTION("a lot column is short") { state.mutable_ledger()->mutable_lot_expires_at()->RemoveLast(); }
+  SECTION("an order column is short") { state.mutable_ledger()->mutable_order_reversed()->RemoveLast(); }
+  SECTION("an order column is long") { state.mutable_ledger()->add_order_at(172800); }
+  const std::string bad = state.SerializeAsString();
+  v1::CustomerState parsed;
+  CHECK_FALSE(ParseCustomerState(bad, &parsed));
+  v1::LedgerState ledger;
+  CHECK_FALSE(ParseLedgerOnly(bad, &ledger));
+  CHECK(ParseLedgerOnly(good, &ledger));
+  testing::EditRaw(data, [&](rocksdb::DB* db, testing::RawCfs& cfs) {
+    REQUIRE(db->Put(rocksdb::WriteOptions(), cfs.at("customer_state"), "c", bad).ok());
+  });
+  LogOptions options;
+  options.data_dir = data;
+  auto log = EventLog::Open(options);
+  REQUIRE(log.ok());
+  auto projector = Projector::Open(log->get(), DefaultProgram());
+  REQUIRE(projector.ok());
+  CHECK(absl::IsDataLoss((*projector)->Mutable("c").status()));
+}
+
 }  // namespace loyalty

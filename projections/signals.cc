@@ -1,8 +1,8 @@
 #include "projections/signals.h"
 
 #include <algorithm>
+#include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "engine/status_macros.h"
 #include "projections/ledger.h"
 
@@ -36,9 +36,9 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
     last->set_tier(static_cast<int32_t>(tier));
   }
   // The tier can only fall when an order's status lapses.
-  for (const v1::Order& o : ledger.orders()) {
-    if (o.at() <= t && o.amount_minor() - o.refunded_minor() > 0) {
-      candidate(o.at() + rules.tier_status_s);
+  for (int i = 0; i < ledger.order_at_size(); ++i) {
+    if (ledger.order_at(i) <= t && NetAmount(ledger, i) > 0) {
+      candidate(ledger.order_at(i) + rules.tier_status_s);
     }
   }
 
@@ -64,26 +64,31 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
   // Lots: announce each once, when it is available, has points left and expires
   // within the horizon (the balance's expiringSoon rule). Lots that expired are
   // forgotten at the next evaluation (lot ids are never reused).
-  absl::flat_hash_set<uint64_t> announced(last->expiring_lots().begin(),
-                                          last->expiring_lots().end());
+  // The announced ids are written in lot order, so they ascend (sorted again in case).
+  std::vector<uint64_t> announced(last->expiring_lots().begin(), last->expiring_lots().end());
+  if (!std::is_sorted(announced.begin(), announced.end())) {
+    std::sort(announced.begin(), announced.end());
+  }
   last->clear_expiring_lots();
-  for (const v1::Lot& lot : ledger.lots()) {
-    if (lot.expires_at() <= t) continue;  // expired by t
-    const bool was_announced = announced.contains(lot.id());
-    const int64_t enters = std::max(lot.expires_at() - rules.expiring_soon_s, lot.available_at());
-    if (!was_announced && lot.remaining() > 0 && enters <= t) {
+  for (int i = 0; i < ledger.lot_id_size(); ++i) {
+    const uint64_t id = ledger.lot_id(i);
+    const int64_t expires_at = ledger.lot_expires_at(i), remaining = ledger.lot_remaining(i);
+    if (expires_at <= t) continue;  // expired by t
+    const bool was_announced = std::binary_search(announced.begin(), announced.end(), id);
+    const int64_t enters = std::max(expires_at - rules.expiring_soon_s, ledger.lot_available_at(i));
+    if (!was_announced && remaining > 0 && enters <= t) {
       v1::Signal* s = out->Add();
       s->set_customer_id(state->customer_id());
       s->set_kind(v1::POINTS_EXPIRING);
       s->set_at(t);
       v1::LotExpiring* expiring = s->mutable_points_expiring();
-      expiring->set_lot_id(lot.id());
-      expiring->set_points(lot.remaining());
-      expiring->set_expires_at(lot.expires_at());
-      last->add_expiring_lots(lot.id());
+      expiring->set_lot_id(id);
+      expiring->set_points(remaining);
+      expiring->set_expires_at(expires_at);
+      last->add_expiring_lots(id);
     } else if (was_announced) {
-      last->add_expiring_lots(lot.id());
-    } else if (lot.remaining() > 0) {
+      last->add_expiring_lots(id);
+    } else if (remaining > 0) {
       candidate(enters);
     }
   }

@@ -38,14 +38,14 @@ StatsShare ShareAt(const Rules& rules, const v1::LedgerState& state, int64_t t) 
   s.expired = b.expired;
   // Points move from outstanding to expired when their lot expires; maturing moves
   // them only from pending to available, which the share does not tell apart.
-  for (const v1::Lot& lot : state.lots()) {
-    if (lot.remaining() != 0) Bound(lot.expires_at(), t, &s);
+  for (int i = 0; i < state.lot_id_size(); ++i) {
+    if (state.lot_remaining(i) != 0) Bound(state.lot_expires_at(i), t, &s);
   }
   // The tier is the highest one reached by an order of the status window: it can
   // only change when an order leaves the window.
   s.tier = static_cast<uint8_t>(EvaluateTier(rules, state, t).tier);
-  for (const v1::Order& o : state.orders()) {
-    if (o.amount_minor() - o.refunded_minor() > 0) Bound(o.at() + rules.tier_status_s, t, &s);
+  for (int i = 0; i < state.order_at_size(); ++i) {
+    if (NetAmount(state, i) > 0) Bound(state.order_at(i) + rules.tier_status_s, t, &s);
   }
   // Churn risk depends on the time since the last purchase alone (all purchases are
   // at or before the clock): it changes where that crosses a threshold.

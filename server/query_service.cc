@@ -272,7 +272,7 @@ absl::StatusOr<v1::ListCustomersResponse> QueryService::ListCustomers(
           more = true;
           return absl::CancelledError("page full");  // stops the scan
         }
-        if (!state.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+        if (!ParseCustomerState(value, &state)) {
           return absl::DataLossError("a customer state does not decode");
         }
         const v1::LedgerState* ledger = &state.ledger();

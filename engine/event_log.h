@@ -8,6 +8,7 @@
 #define LOYALTY_ENGINE_EVENT_LOG_H_
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -132,7 +133,8 @@ class LogBatch {
 
  private:
   friend class EventLog;
-  LogBatch(const EventLog* log, uint64_t first_seq, const Sha256Digest& prev_hash);
+  LogBatch(const EventLog* log, uint64_t first_seq, const Sha256Digest& prev_hash,
+           size_t reserve_bytes);
 
   const EventLog* log_;
   uint64_t first_seq_;
@@ -372,6 +374,8 @@ class EventLog {
   // The WAL file in use when a WAL write failed (RocksDB's kWriteCallback), if one did.
   std::optional<uint64_t> wal_at_fault_ ABSL_GUARDED_BY(write_mu_);
 
+  // The data size of the last batch committed: what the next one reserves.
+  std::atomic<size_t> last_batch_bytes_{0};
   mutable absl::Mutex head_mu_;
   LogHead head_ ABSL_GUARDED_BY(head_mu_);
   mutable absl::CondVar head_moved_;

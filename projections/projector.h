@@ -6,6 +6,7 @@
 #ifndef LOYALTY_PROJECTIONS_PROJECTOR_H_
 #define LOYALTY_PROJECTIONS_PROJECTOR_H_
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,6 +44,11 @@ inline constexpr size_t kDefaultStateCacheBytes = 64 << 20;
 // so that a duplicate check costs one lookup instead of a pass over the orders.
 inline constexpr size_t kDefaultOrderIndexFrom = 64;
 
+// The threads that serialize a batch's changed states, when it changed at least
+// kParallelSerializeFrom of them (fewer are not worth a thread's start).
+inline constexpr int kDefaultSerializeThreads = 2;
+inline constexpr size_t kParallelSerializeFrom = 64;
+
 class Projector final : public EventProcessor, public StateSource {
  public:
   // `log` is not owned and must outlive the projector. `program` is the one
@@ -66,6 +72,9 @@ class Projector final : public EventProcessor, public StateSource {
   absl::StatusOr<std::optional<std::string>> Recall(const std::string& key) override;
   void Remember(const std::string& key, std::string value) override;
   absl::flat_hash_set<std::string>* OrderIndex(const v1::CustomerState& state) override;
+
+  // How many threads serialize a batch's changed states (at least 1).
+  void set_serialize_threads(int threads) { serialize_threads_ = std::max(1, threads); }
 
   const Rules& rules() const { return *rules_; }
   uint32_t program_version() const { return in_force_.version(); }
@@ -99,6 +108,7 @@ class Projector final : public EventProcessor, public StateSource {
   absl::flat_hash_map<std::string, Cached> cache_;
   size_t state_cache_bytes_ = kDefaultStateCacheBytes;
   size_t order_index_from_ = kDefaultOrderIndexFrom;
+  int serialize_threads_ = kDefaultSerializeThreads;
   size_t cached_bytes_ = 0;
   uint64_t batch_number_ = 0;
   std::vector<v1::CustomerState*> dirty_;

@@ -90,6 +90,28 @@ TEST_CASE("projector: a bounded state cache gives the same states, byte for byte
   CHECK(States(small.log()) == want);
 }
 
+TEST_CASE("projector: states serialized on two threads are those serialized on one") {
+  // Batches of 400 purchases over 300 customers change more states than
+  // kParallelSerializeFrom, so EndBatch shares their serialization with a second
+  // thread; the stored states must be byte for byte those of a single thread, and
+  // the rebuilt ones.
+  testing::HarnessOptions one_thread;
+  one_thread.serialize_threads = 1;
+  testing::LedgerHarness one(one_thread);
+  testing::HarnessOptions two_threads;
+  two_threads.serialize_threads = 2;
+  testing::LedgerHarness two(two_threads);
+  for (int from = 1; from <= 4000; from += 400) {
+    const std::vector<InputMessage> batch = Purchases(from, from + 399, 300);
+    REQUIRE(one.Ingest(batch).ok());
+    REQUIRE(two.Ingest(batch).ok());
+  }
+  const auto want = States(one.log());
+  REQUIRE(want.size() == 300);
+  CHECK(States(two.log()) == want);
+  CheckRebuildEqualsLive(two.log());
+}
+
 TEST_CASE("projector: a batch whose commit fails leaves nothing of it in memory") {
   // The batch is decided and its states serialized (EndBatch), then the commit
   // fails. The projector must forget those states: the next read of each is the

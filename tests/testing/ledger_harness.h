@@ -54,6 +54,7 @@ struct HarnessOptions {
   bool sync_writes = false;
   size_t state_cache_bytes = kDefaultStateCacheBytes;
   size_t order_index_from = kDefaultOrderIndexFrom;
+  int serialize_threads = kDefaultSerializeThreads;
   // The prefix of the event ids Event() makes: a second harness on the same store
   // needs another one.
   std::string event_id_prefix = "ev-";
@@ -80,6 +81,7 @@ class LedgerHarness {
     auto projector = Projector::Open(log_.get(), o.program, o.state_cache_bytes, o.order_index_from);
     REQUIRE(projector.ok());
     projector_ = std::move(*projector);
+    projector_->set_serialize_threads(o.serialize_threads);
     ingestor_ = std::make_unique<Ingestor>(log_.get(), &clock_, projector_.get());
   }
 

@@ -32,9 +32,9 @@ struct KafkaSourceOptions {
   std::string group = "loyalty-engine";
   // librdkafka properties passed through (TLS, SASL, ...), applied last.
   std::vector<std::pair<std::string, std::string>> config;
-  // A batch ends at this many messages... Default: 5,000 (one WriteBatch, one
-  // WAL sync: larger batches amortize the sync).
-  size_t batch_max_messages = 5000;
+  // A batch ends at this many messages... Default: kDefaultBatchMessages (one
+  // WriteBatch, one WAL sync: larger batches amortize the sync and the states).
+  size_t batch_max_messages = kDefaultBatchMessages;
   // ...or after this long collecting. Default: 20 ms.
   int batch_wait_ms = 20;
   // How long a missing member keeps its partitions. Default: 10 s (librdkafka's 45 s

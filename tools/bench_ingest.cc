@@ -98,7 +98,7 @@ absl::StatusOr<BenchResult> RunIngestFile(const BenchArgs& args, const std::stri
     LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<JsonLinesReader> reader, JsonLinesReader::Open(input));
     Ingestor ingestor(log, RealClock(), engine.projector.get());
     // The same batch size as `loyalty ingest` by default.
-    constexpr size_t kBatchLines = 4096;
+    constexpr size_t kBatchLines = kDefaultBatchMessages;
     std::vector<InputMessage> batch;
     batch.reserve(kBatchLines);
     Sampler sampler(&stats.taken, std::chrono::milliseconds(500));

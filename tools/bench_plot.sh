@@ -56,7 +56,7 @@ set key bottom right
 set grid
 set yrange [0:1]
 plot $(plot_lines \
-  "ingest-file.batch_latency_cdf.csv|file ingest, 4096/batch" \
+  "ingest-file.batch_latency_cdf.csv|file ingest, 16384/batch" \
   "ingest-kafka-mock-protobuf.batch_latency_cdf.csv|Kafka mock protobuf" \
   "ingest-kafka-mock-json.batch_latency_cdf.csv|Kafka mock JSON" \
   "ingest-kafka-broker-protobuf.batch_latency_cdf.csv|Kafka broker protobuf" \

@@ -21,9 +21,8 @@
 namespace loyalty {
 namespace {
 
-// Lines per batch: one WriteBatch and one WAL sync each. Larger batches amortize
-// the sync; this keeps a batch's memory to a few MiB for typical events.
-constexpr size_t kDefaultBatchLines = 4096;
+// Lines per batch: one WriteBatch and one WAL sync each (kDefaultBatchMessages).
+constexpr size_t kDefaultBatchLines = kDefaultBatchMessages;
 constexpr size_t kMaxBatchLines = 65536;
 
 struct IngestArgs {

@@ -171,7 +171,7 @@ absl::Status DecidePurchase(const Context& c, v1::CustomerState* me, int64_t t) 
       eligible += absl::int128(line.amount_minor()) * r.CategoryBp(line.category());
     }
   }
-  const Tier tier = EvaluateTier(r, me->ledger(), t).tier;
+  const Tier tier = TierAt(r, me->ledger(), t);
   const absl::int128 m = r.tier_multiplier_bp[static_cast<int>(tier)];
   const absl::int128 points128 = eligible * m * r.points_per_major /
                                  (absl::int128(r.minor_per_major) * 100'000'000);

@@ -282,6 +282,32 @@ int64_t RollingSpend(const Rules& rules, const v1::LedgerState& s, int64_t at) {
   return sum;
 }
 
+int FirstOrderAfter(const v1::LedgerState& s, int64_t at) {
+  const auto& times = s.order_at();
+  return static_cast<int>(std::upper_bound(times.begin(), times.end(), at) - times.begin());
+}
+
+Tier TierAt(const Rules& rules, const v1::LedgerState& s, int64_t t) {
+  // EvaluateTier's pass, ended early once an order reaches the top tier.
+  const auto& at = s.order_at();
+  const int n = at.size();
+  const int from = FirstOrderAfter(s, t - rules.tier_status_s);  // the status window's first
+  if (from >= n || at[from] > t) return Tier::kBronze;
+  // [lo, hi): the orders in the spend window of order i.
+  int lo = FirstOrderAfter(s, at[from] - rules.spend_window_s), hi = lo;
+  int64_t window = 0;
+  Tier tier = Tier::kBronze;
+  for (int i = from; i < n && at[i] <= t; ++i) {
+    const int64_t ti = at[i];
+    for (; hi < n && at[hi] <= ti; ++hi) window += NetAmount(s, hi);
+    for (; lo < hi && at[lo] <= ti - rules.spend_window_s; ++lo) window -= NetAmount(s, lo);
+    if (NetAmount(s, i) <= 0) continue;
+    tier = std::max(tier, rules.TierBySpend(window));
+    if (tier == Tier::kPlatinum) break;
+  }
+  return tier;
+}
+
 TierView EvaluateTier(const Rules& rules, const v1::LedgerState& s, int64_t t) {
   TierView v;
   // Each order with a positive net amount and time in (t - status, t] reaches the
@@ -330,39 +356,24 @@ const char* RiskLevelName(RiskLevel level) {
   return "NEW";
 }
 
-ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& s, int64_t t) {
+ChurnView EvaluateChurnRisk(const Rules& rules, const v1::LedgerState& s, int64_t t) {
   ChurnView v;
   // The purchase times: old_purchase_at, then the orders with a positive net amount
-  // up to t, both in time order. Needed: the last one and the m-th from the end.
-  const int n = s.order_at_size();
-  auto counts = [&](int i) { return s.order_at(i) <= t && NetAmount(s, i) > 0; };
-  const size_t old_count = static_cast<size_t>(s.old_purchase_at_size());
-  size_t count = old_count;
-  int64_t last = 0;
-  if (old_count > 0) last = s.old_purchase_at(static_cast<int>(old_count) - 1);
-  for (int i = 0; i < n; ++i) {
-    if (!counts(i)) continue;
-    ++count;
-    last = s.order_at(i);
+  // up to t, both in time order. Needed: the last one and the m-th from the end (m
+  // the churn interval's count, or all if fewer), so a walk back from the end.
+  const int64_t want = rules.churn_interval_purchases;
+  int64_t m = 0, last = 0, first = 0;
+  auto take = [&](int64_t at) {
+    if (m == 0) last = at;
+    first = at;
+    ++m;
+  };
+  for (int i = s.order_at_size() - 1; i >= 0 && m < want; --i) {
+    if (s.order_at(i) <= t && NetAmount(s, i) > 0) take(s.order_at(i));
   }
-  if (count == 0) return v;
-  const size_t m = std::min<size_t>(count, rules.churn_interval_purchases);
-  const size_t first_index = count - m;  // the m-th time from the end
-  int64_t first = 0;
-  if (first_index < old_count) {
-    first = s.old_purchase_at(static_cast<int>(first_index));
-  } else {
-    size_t k = old_count;
-    for (int i = 0; i < n; ++i) {
-      if (!counts(i)) continue;
-      if (k++ == first_index) {
-        first = s.order_at(i);
-        break;
-      }
-    }
-  }
-  int64_t expected = m == 1 ? rules.churn_default_interval_s
-                            : (last - first) / static_cast<int64_t>(m - 1);
+  for (int i = s.old_purchase_at_size() - 1; i >= 0 && m < want; --i) take(s.old_purchase_at(i));
+  if (m == 0) return v;
+  int64_t expected = m == 1 ? rules.churn_default_interval_s : (last - first) / (m - 1);
   expected = std::max(expected, rules.churn_min_interval_s);
   const int64_t elapsed = t - last;
   v.last_purchase_at = last;
@@ -379,8 +390,15 @@ ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& s, int64_t t)
   } else {
     v.risk_level = RiskLevel::kActive;
   }
-  for (int i = 0; i < n; ++i) {
-    if (s.order_at(i) > t - rules.churn_window_s && counts(i)) ++v.purchases_365d;
+  return v;
+}
+
+ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& s, int64_t t) {
+  ChurnView v = EvaluateChurnRisk(rules, s, t);
+  if (!v.last_purchase_at.has_value()) return v;
+  for (int i = FirstOrderAfter(s, t - rules.churn_window_s); i < s.order_at_size(); ++i) {
+    if (s.order_at(i) > t) break;
+    if (NetAmount(s, i) > 0) ++v.purchases_365d;
   }
   v.spend_365d_minor = RollingSpend(rules, s, t);
   return v;

@@ -73,6 +73,18 @@ BalanceView EvaluateBalance(const Rules& rules, const v1::LedgerState& state, in
 TierView EvaluateTier(const Rules& rules, const v1::LedgerState& state, int64_t t);
 ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& state, int64_t t);
 
+// The tier alone (EvaluateTier(...).tier), as a purchase's multiplier and the
+// signals need it: it stops at the first order that reaches the top tier.
+Tier TierAt(const Rules& rules, const v1::LedgerState& state, int64_t t);
+
+// EvaluateChurn without purchases_365d and spend_365d_minor (left 0): the risk level
+// and what it is computed from, as the signals need them. It reads the orders from
+// the newest back, only as far as the churn interval's purchases.
+ChurnView EvaluateChurnRisk(const Rules& rules, const v1::LedgerState& state, int64_t t);
+
+// The index of the first order with time > at (the order count if none).
+int FirstOrderAfter(const v1::LedgerState& state, int64_t at);
+
 // Sum of (amount - refunded) over orders with time in (s - spend window, s].
 int64_t RollingSpend(const Rules& rules, const v1::LedgerState& state, int64_t s);
 

@@ -738,7 +738,15 @@ struct Answers {
   ChurnView churn;
 };
 Answers Evaluate(const Rules& rules, const v1::LedgerState& s, int64_t t) {
-  return {EvaluateBalance(rules, s, t), EvaluateTier(rules, s, t), EvaluateChurn(rules, s, t)};
+  Answers a{EvaluateBalance(rules, s, t), EvaluateTier(rules, s, t), EvaluateChurn(rules, s, t)};
+  // The short cuts the decider and the signals take agree with the full answers.
+  if (TierAt(rules, s, t) != a.tier.tier) FAIL("TierAt differs from EvaluateTier at " << t);
+  const ChurnView risk = EvaluateChurnRisk(rules, s, t);
+  if (risk.risk_level != a.churn.risk_level || risk.last_purchase_at != a.churn.last_purchase_at ||
+      risk.expected_interval_s != a.churn.expected_interval_s) {
+    FAIL("EvaluateChurnRisk differs from EvaluateChurn at " << t);
+  }
+  return a;
 }
 std::string DiffAnswers(const Answers& a, const Answers& b) {
   std::string d;

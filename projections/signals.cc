@@ -25,7 +25,7 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
     if (at > t && (next == 0 || at < next)) next = at;
   };
 
-  const Tier tier = EvaluateTier(rules, ledger, t).tier;
+  const Tier tier = TierAt(rules, ledger, t);
   if (static_cast<int32_t>(tier) != last->tier()) {
     v1::Signal* s = out->Add();
     s->set_customer_id(state->customer_id());
@@ -35,14 +35,17 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
     s->mutable_tier_changed()->set_previous_tier(TierName(static_cast<Tier>(last->tier())));
     last->set_tier(static_cast<int32_t>(tier));
   }
-  // The tier can only fall when an order's status lapses.
-  for (int i = 0; i < ledger.order_at_size(); ++i) {
-    if (ledger.order_at(i) <= t && NetAmount(ledger, i) > 0) {
+  // The tier can only fall when an order's status lapses: the first to lapse after
+  // t is the oldest order in the status window that counts.
+  for (int i = FirstOrderAfter(ledger, t - rules.tier_status_s);
+       i < ledger.order_at_size() && ledger.order_at(i) <= t; ++i) {
+    if (NetAmount(ledger, i) > 0) {
       candidate(ledger.order_at(i) + rules.tier_status_s);
+      break;
     }
   }
 
-  const ChurnView churn = EvaluateChurn(rules, ledger, t);
+  const ChurnView churn = EvaluateChurnRisk(rules, ledger, t);
   if (static_cast<int32_t>(churn.risk_level) != last->risk_level()) {
     v1::Signal* s = out->Add();
     s->set_customer_id(state->customer_id());

@@ -83,6 +83,9 @@ absl::Status OutdatedProjections() {
 // EventLog::wal_at_fault_ when the WAL file of a failed write is not known.
 constexpr uint64_t kUnknownWal = UINT64_MAX;
 
+// The column families every store has, first in the list Open passes RocksDB.
+constexpr size_t kFixedCfCount = 6;
+
 // A new batch reserves at most this much for its write batch.
 constexpr size_t kMaxReservedBatchBytes = 64 << 20;
 
@@ -268,6 +271,7 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
   // store, and whatever projection generations the store already has.
   std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName, kLogCf, kEventIdsCf,
                                     kCustomersCf, kSourcesCf, kDeadLettersCf};
+  static_assert(kFixedCfCount == 6);
   std::vector<std::string> existing;
   if (rocksdb::DB::ListColumnFamilies(db_options, options.data_dir, &existing).ok()) {
     for (const auto& name : existing) {
@@ -288,6 +292,14 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
     if (!std::filesystem::exists(std::filesystem::path(options.data_dir) / "CURRENT")) {
       return absl::NotFoundError(
           absl::StrCat("no event log in ", options.data_dir));
+    }
+    // A writer creates the column families one by one: one killed while creating
+    // them leaves a store without some (the next writer finishes the job).
+    for (size_t i = 0; i < kFixedCfCount; ++i) {
+      if (std::find(existing.begin(), existing.end(), names[i]) == existing.end()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            options.data_dir, " holds no initialized event log (its creation did not finish)"));
+      }
     }
     char tmpl[] = "/tmp/loyalty-reader-XXXXXX";
     if (mkdtemp(tmpl) == nullptr) {
@@ -319,6 +331,25 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
   log->customers_cf_ = log->handles_[3];
   log->sources_cf_ = log->handles_[4];
   log->dead_letters_cf_ = log->handles_[5];
+
+  // The format key is written last when a store is created: without it, the
+  // store's creation did not finish (a writer killed while creating its column
+  // families, one by one), and this writer finishes it.
+  std::string format;
+  s = log->db_->Get(rocksdb::ReadOptions(), log->handles_[0], kFormatKey, &format);
+  const bool initialized = s.ok();
+  if (s.IsNotFound()) {
+    if (options.read_only) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(options.data_dir, " holds no initialized event log"));
+    }
+  } else if (!s.ok()) {
+    return FromRocks(s, "reading the log format");
+  } else if (format != kFormatValue) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options.data_dir, " holds a log of format '", format, "'; this engine reads '",
+        kFormatValue, "'"));
+  }
 
   std::string generation;
   s = log->db_->Get(rocksdb::ReadOptions(), log->handles_[0], kGenerationKey, &generation);
@@ -354,6 +385,16 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
     log->handles_.push_back(h);
     log->projection_cfs_[ids_cf] = h;
   }
+  for (int cf = 0; cf < LogBatch::kProjectionCfCount && !initialized; ++cf) {
+    if (log->projection_cfs_[cf] != nullptr) continue;
+    rocksdb::ColumnFamilyHandle* h = nullptr;
+    LOYALTY_RETURN_IF_ERROR(FromRocks(
+        log->db_->CreateColumnFamily(IndexCfOptions(options),
+                                     ProjectionCfName(cf, log->projection_generation_), &h),
+        "creating the projections of a new store"));
+    log->handles_.push_back(h);
+    log->projection_cfs_[cf] = h;
+  }
   for (int cf = 0; cf < LogBatch::kProjectionCfCount; ++cf) {
     if (log->projection_cfs_[cf] == nullptr && !(options.read_only && cf == ids_cf)) {
       return absl::DataLossError(absl::StrCat("the projections of generation ",
@@ -369,23 +410,11 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
     }
   }
 
-  std::string format;
-  s = log->db_->Get(rocksdb::ReadOptions(), log->handles_[0], kFormatKey, &format);
-  if (s.IsNotFound()) {
-    if (options.read_only) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(options.data_dir, " holds no initialized event log"));
-    }
+  if (!initialized) {
     rocksdb::WriteOptions wo;
     wo.sync = true;
     LOYALTY_RETURN_IF_ERROR(FromRocks(
         log->db_->Put(wo, log->handles_[0], kFormatKey, kFormatValue), "initializing the log"));
-  } else if (!s.ok()) {
-    return FromRocks(s, "reading the log format");
-  } else if (format != kFormatValue) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        options.data_dir, " holds a log of format '", format, "'; this engine reads '",
-        kFormatValue, "'"));
   }
   LOYALTY_RETURN_IF_ERROR(log->LoadHead());
   if (!options.read_only) LOYALTY_RETURN_IF_ERROR(log->GuardMemtable());

@@ -5,11 +5,15 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 
+#include "absl/strings/match.h"
+
+#include "rocksdb/db.h"
 #include "rocksdb/env.h"
 
 #include "engine/event_codec.h"
 #include "engine/internal/keys.h"
 #include "engine/sha256.h"
+#include "tests/testing/raw_db.h"
 #include "tests/testing/temp_dir.h"
 
 namespace loyalty {
@@ -87,6 +91,60 @@ TEST_CASE("the sequence continues without a gap after reopening") {
   REQUIRE(b.Append(&r) == 2);
   REQUIRE(log->Commit(std::move(b)).ok());
   REQUIRE(log->head().seq == 2);
+}
+
+TEST_CASE("a store whose creation was cut short is finished by the next writer") {
+  // A writer creates a new store's column families one by one and writes the format
+  // key last. Killed in between, it leaves a store with some of them: readers say it
+  // holds no initialized log, and the next writer creates the rest and goes on.
+  const std::vector<std::vector<std::string>> cut_at = {
+      {"log", "event_ids"},                                             // some fixed ones
+      {"log", "event_ids", "customers", "sources", "dead_letters"},      // all fixed ones
+      {"log", "event_ids", "customers", "sources", "dead_letters", "customer_state"},
+      {"log", "event_ids", "customers", "sources", "dead_letters", "customer_state",
+       "projection_meta", "decision_ids"}};                             // all, no format key
+  for (const auto& created : cut_at) {
+    CAPTURE(created.size());
+    testing::TempDir dir;
+    {
+      rocksdb::Options o;
+      o.create_if_missing = true;
+      rocksdb::DB* db = nullptr;
+      REQUIRE(rocksdb::DB::Open(o, dir.path(), &db).ok());
+      for (const auto& name : created) {
+        rocksdb::ColumnFamilyHandle* h = nullptr;
+        REQUIRE(db->CreateColumnFamily(rocksdb::ColumnFamilyOptions(), name, &h).ok());
+        REQUIRE(db->DestroyColumnFamilyHandle(h).ok());
+      }
+      delete db;
+    }
+    {
+      LogOptions options;
+      options.data_dir = dir.path();
+      options.read_only = true;
+      auto reader = EventLog::Open(options);
+      REQUIRE_FALSE(reader.ok());
+      CHECK(absl::IsFailedPrecondition(reader.status()));
+      CHECK(absl::StrContains(reader.status().message(), "holds no initialized event log"));
+    }
+    {
+      auto log = OpenLog(dir.path());
+      LogBatch b = log->NewBatch();
+      v1::LogRecord r = DeadLetterRecord("x", 1);
+      REQUIRE(b.Append(&r) == 1);
+      b.Put(LogBatch::ProjectionCf::kCustomerState, "c", "state");
+      REQUIRE(log->Commit(std::move(b)).ok());
+    }
+    LogOptions options;
+    options.data_dir = dir.path();
+    options.read_only = true;
+    auto reader = EventLog::Open(options);
+    REQUIRE(reader.ok());
+    CHECK((*reader)->head().seq == 1);
+    auto state = (*reader)->GetProjection(LogBatch::ProjectionCf::kCustomerState, "c");
+    REQUIRE(state.ok());
+    CHECK(*state == "state");
+  }
 }
 
 TEST_CASE("a batch built on a stale head is refused") {

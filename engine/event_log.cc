@@ -370,6 +370,17 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
       stale.push_back(i);
     }
   }
+  // Creates projection column family `cf` of the store's generation.
+  auto create = [&](int cf, const char* what) -> absl::Status {
+    rocksdb::ColumnFamilyHandle* h = nullptr;
+    LOYALTY_RETURN_IF_ERROR(FromRocks(
+        log->db_->CreateColumnFamily(IndexCfOptions(options),
+                                     ProjectionCfName(cf, log->projection_generation_), &h),
+        what));
+    log->handles_.push_back(h);
+    log->projection_cfs_[cf] = h;
+    return absl::OkStatus();
+  };
   using Cf = LogBatch::ProjectionCf;
   const int ids_cf = static_cast<int>(Cf::kDecisionIds);
   if (log->projection_cfs_[ids_cf] == nullptr && !options.read_only &&
@@ -377,23 +388,12 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
     // A store from before decision_ids existed (projection version 2): its
     // projections are outdated and are rebuilt (tools/serve_command.cc); until then
     // the new column family stays empty.
-    rocksdb::ColumnFamilyHandle* h = nullptr;
-    LOYALTY_RETURN_IF_ERROR(FromRocks(
-        log->db_->CreateColumnFamily(IndexCfOptions(options),
-                                     ProjectionCfName(ids_cf, log->projection_generation_), &h),
-        "creating the decision_ids column family"));
-    log->handles_.push_back(h);
-    log->projection_cfs_[ids_cf] = h;
+    LOYALTY_RETURN_IF_ERROR(create(ids_cf, "creating the decision_ids column family"));
   }
   for (int cf = 0; cf < LogBatch::kProjectionCfCount && !initialized; ++cf) {
-    if (log->projection_cfs_[cf] != nullptr) continue;
-    rocksdb::ColumnFamilyHandle* h = nullptr;
-    LOYALTY_RETURN_IF_ERROR(FromRocks(
-        log->db_->CreateColumnFamily(IndexCfOptions(options),
-                                     ProjectionCfName(cf, log->projection_generation_), &h),
-        "creating the projections of a new store"));
-    log->handles_.push_back(h);
-    log->projection_cfs_[cf] = h;
+    if (log->projection_cfs_[cf] == nullptr) {
+      LOYALTY_RETURN_IF_ERROR(create(cf, "creating the projections of a new store"));
+    }
   }
   for (int cf = 0; cf < LogBatch::kProjectionCfCount; ++cf) {
     if (log->projection_cfs_[cf] == nullptr && !(options.read_only && cf == ids_cf)) {

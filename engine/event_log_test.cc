@@ -38,6 +38,14 @@ std::unique_ptr<EventLog> OpenLog(const std::string& dir) {
   return std::move(*log);
 }
 
+// A reader beside any writer (RocksDB secondary), as `loyalty replay` opens one.
+absl::StatusOr<std::unique_ptr<EventLog>> OpenReader(const std::string& dir) {
+  LogOptions options;
+  options.data_dir = dir;
+  options.read_only = true;
+  return EventLog::Open(options);
+}
+
 TEST_CASE("appended records read back with gapless sequence and chained hashes") {
   // Proves: Append assigns 1..n, Commit makes them readable, and each stored hash
   // is SHA-256(previous || record bytes) from a zero genesis.
@@ -119,10 +127,7 @@ TEST_CASE("a store whose creation was cut short is finished by the next writer")
       delete db;
     }
     {
-      LogOptions options;
-      options.data_dir = dir.path();
-      options.read_only = true;
-      auto reader = EventLog::Open(options);
+      auto reader = OpenReader(dir.path());
       REQUIRE_FALSE(reader.ok());
       CHECK(absl::IsFailedPrecondition(reader.status()));
       CHECK(absl::StrContains(reader.status().message(), "holds no initialized event log"));
@@ -135,10 +140,7 @@ TEST_CASE("a store whose creation was cut short is finished by the next writer")
       b.Put(LogBatch::ProjectionCf::kCustomerState, "c", "state");
       REQUIRE(log->Commit(std::move(b)).ok());
     }
-    LogOptions options;
-    options.data_dir = dir.path();
-    options.read_only = true;
-    auto reader = EventLog::Open(options);
+    auto reader = OpenReader(dir.path());
     REQUIRE(reader.ok());
     CHECK((*reader)->head().seq == 1);
     auto state = (*reader)->GetProjection(LogBatch::ProjectionCf::kCustomerState, "c");
@@ -230,10 +232,7 @@ TEST_CASE("a read-only log sees the writer's commits after CatchUp") {
   v1::LogRecord r = DeadLetterRecord("a", 1);
   b.Append(&r);
   REQUIRE(writer->Commit(std::move(b)).ok());
-  LogOptions options;
-  options.data_dir = dir.path();
-  options.read_only = true;
-  auto reader = EventLog::Open(options);
+  auto reader = OpenReader(dir.path());
   REQUIRE(reader.ok());
   REQUIRE((*reader)->head().seq == 1);
   LogBatch b2 = writer->NewBatch();

@@ -59,8 +59,8 @@ absl::StatusOr<bool> KnownOrder(const Context& c, const v1::CustomerState& me,
                                 const std::string& order_id) {
   if (const absl::flat_hash_set<std::string>* index = c.states->OrderIndex(me)) {
     if (index->contains(order_id)) return true;
-  } else {
-    if (FindOrder(me.ledger(), order_id) >= 0) return true;
+  } else if (FindOrder(me.ledger(), order_id) >= 0) {
+    return true;
   }
   if (me.archived_orders() == 0) return false;
   LOYALTY_ASSIGN_OR_RETURN(

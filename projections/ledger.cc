@@ -287,53 +287,54 @@ int FirstOrderAfter(const v1::LedgerState& s, int64_t at) {
   return static_cast<int>(std::upper_bound(times.begin(), times.end(), at) - times.begin());
 }
 
-Tier TierAt(const Rules& rules, const v1::LedgerState& s, int64_t t) {
-  // EvaluateTier's pass, ended early once an order reaches the top tier.
+namespace {
+
+// Calls reach(t_o, k) for each order with a positive net amount and time t_o in
+// (t - status, t], in time order, with the tier k its rolling spend buys (the net
+// amounts of orders in (t_o - window, t_o]); stops when reach returns false. Orders
+// are in time order, so one pass with a sliding window does it: [lo, hi) are the
+// orders in the window of order i.
+template <typename Reach>
+void ForEachTierReached(const Rules& rules, const v1::LedgerState& s, int64_t t, Reach reach) {
   const auto& at = s.order_at();
   const int n = at.size();
   const int from = FirstOrderAfter(s, t - rules.tier_status_s);  // the status window's first
-  if (from >= n || at[from] > t) return Tier::kBronze;
-  // [lo, hi): the orders in the spend window of order i.
+  if (from >= n) return;
   int lo = FirstOrderAfter(s, at[from] - rules.spend_window_s), hi = lo;
   int64_t window = 0;
-  Tier tier = Tier::kBronze;
   for (int i = from; i < n && at[i] <= t; ++i) {
     const int64_t ti = at[i];
     for (; hi < n && at[hi] <= ti; ++hi) window += NetAmount(s, hi);
     for (; lo < hi && at[lo] <= ti - rules.spend_window_s; ++lo) window -= NetAmount(s, lo);
     if (NetAmount(s, i) <= 0) continue;
-    tier = std::max(tier, rules.TierBySpend(window));
-    if (tier == Tier::kPlatinum) break;
+    if (!reach(ti, rules.TierBySpend(window))) return;
   }
+}
+
+}  // namespace
+
+Tier TierAt(const Rules& rules, const v1::LedgerState& s, int64_t t) {
+  Tier tier = Tier::kBronze;
+  ForEachTierReached(rules, s, t, [&](int64_t, Tier k) {
+    tier = std::max(tier, k);
+    return tier != Tier::kPlatinum;  // nothing is higher
+  });
   return tier;
 }
 
 TierView EvaluateTier(const Rules& rules, const v1::LedgerState& s, int64_t t) {
   TierView v;
-  // Each order with a positive net amount and time in (t - status, t] reaches the
-  // tier its rolling spend buys (net amounts of orders in (at - window, at]); the
-  // tier is the highest reached. Orders are in time order, so one pass with a
-  // sliding window does it: [lo, hi) are the orders in the window of order i.
-  const auto& at = s.order_at();
-  const int n = at.size();
-  int lo = 0, hi = 0;
-  int64_t window = 0;
+  // The tier is the highest reached by an order of the status window.
   int64_t latest = INT64_MIN;  // the latest order time that reached v.tier
-  for (int i = 0; i < n; ++i) {
-    const int64_t ti = at[i];
-    if (ti > t) break;
-    for (; hi < n && at[hi] <= ti; ++hi) window += NetAmount(s, hi);
-    for (; lo < hi && at[lo] <= ti - rules.spend_window_s; ++lo) window -= NetAmount(s, lo);
-    if (ti <= t - rules.tier_status_s) continue;
-    if (NetAmount(s, i) <= 0) continue;
-    const Tier k = rules.TierBySpend(window);
+  ForEachTierReached(rules, s, t, [&](int64_t ti, Tier k) {
     if (k > v.tier) {
       v.tier = k;
       latest = ti;
     } else if (k == v.tier) {
       latest = std::max(latest, ti);
     }
-  }
+    return true;
+  });
   if (v.tier != Tier::kBronze) v.valid_until = latest + rules.tier_status_s;
   v.rolling_spend_minor = RollingSpend(rules, s, t);
   if (v.tier != Tier::kPlatinum) {

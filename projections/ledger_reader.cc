@@ -16,7 +16,8 @@ bool ParseLedgerOnly(std::string_view bytes, v1::LedgerState* ledger) {
                                             static_cast<int>(bytes.size()));
   while (true) {
     const uint32_t tag = in.ReadTag();
-    if (tag == 0) return in.ExpectAtEnd() && ColumnsAgree(*ledger);  // the end, or a malformed tag
+    // The end, or a malformed tag; a ledger whose columns disagree is malformed too.
+    if (tag == 0) return in.ExpectAtEnd() && ColumnsAgree(*ledger);
     if (WireFormatLite::GetTagFieldNumber(tag) == v1::CustomerState::kLedgerFieldNumber &&
         WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
       // Repeated occurrences of a message field merge (proto semantics).

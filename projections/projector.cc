@@ -157,12 +157,12 @@ absl::Status Projector::Process(const v1::Event& event, uint64_t seq, v1::Applie
 }
 
 absl::Status Projector::EndBatch(LogBatch* batch) {
-  std::sort(dirty_.begin(), dirty_.end());
-  dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
-  // In key order: the memtable then reuses its insertion point between puts.
+  // In key order (the memtable then reuses its insertion point between puts); a
+  // state named twice is one customer's, so its repeats end up side by side.
   std::sort(dirty_.begin(), dirty_.end(), [](const v1::CustomerState* a, const v1::CustomerState* b) {
     return a->customer_id() < b->customer_id();
   });
+  dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
   // Serializing the changed states is a large share of a batch (a busy customer's
   // state holds a year of orders and lots): big batches share it with a second
   // thread, each taking the next state not yet taken.

@@ -322,6 +322,26 @@ Tier TierAt(const Rules& rules, const v1::LedgerState& s, int64_t t) {
   return tier;
 }
 
+std::vector<TierLapse> TierLapses(const Rules& rules, const v1::LedgerState& s, int64_t t) {
+  // The orders of the status window at t with the tier each reached; none comes
+  // later, so the tier at T >= t is the highest of those with time + status > T: a
+  // maximum over a suffix of this list, which shrinks from the front as T grows.
+  std::vector<std::pair<int64_t, Tier>> reached;
+  ForEachTierReached(rules, s, t, [&](int64_t ti, Tier k) {
+    reached.emplace_back(ti, k);
+    return true;
+  });
+  std::vector<Tier> suffix(reached.size() + 1, Tier::kBronze);
+  for (size_t i = reached.size(); i-- > 0;) suffix[i] = std::max(suffix[i + 1], reached[i].second);
+  std::vector<TierLapse> out;
+  for (size_t i = 0; i < reached.size(); ++i) {
+    if (suffix[i + 1] != suffix[i]) {
+      out.push_back({reached[i].first + rules.tier_status_s, suffix[i], suffix[i + 1]});
+    }
+  }
+  return out;
+}
+
 TierView EvaluateTier(const Rules& rules, const v1::LedgerState& s, int64_t t) {
   TierView v;
   // The tier is the highest reached by an order of the status window.

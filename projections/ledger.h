@@ -77,6 +77,17 @@ ChurnView EvaluateChurn(const Rules& rules, const v1::LedgerState& state, int64_
 // signals need it: it stops at the first order that reaches the top tier.
 Tier TierAt(const Rules& rules, const v1::LedgerState& state, int64_t t);
 
+// Where the tier falls after t, for a state folded up to t (t >= state.clock()) and
+// no entry after: an order's status lapses at its time + tier_status_s, and the tier
+// from then on is the highest reached by the orders still in the window. In time
+// order; several may share a time (orders of one second). At most one per order.
+struct TierLapse {
+  int64_t at;
+  Tier from;
+  Tier to;
+};
+std::vector<TierLapse> TierLapses(const Rules& rules, const v1::LedgerState& state, int64_t t);
+
 // EvaluateChurn without purchases_365d and spend_365d_minor (left 0): the risk level
 // and what it is computed from, as the signals need them. It reads the orders from
 // the newest back, only as far as the churn interval's purchases.

@@ -29,7 +29,9 @@
 #include "projections/ledger_reader.h"
 #include "projections/program.h"
 #include "projections/replay.h"
+#include "projections/stats.h"
 #include "projections/stats_index.h"
+#include "projections/stats_timeline.h"
 #include "tests/testing/ledger_harness.h"
 
 namespace loyalty {
@@ -1963,7 +1965,7 @@ TEST_CASE("ledger property: stats from kept shares equal a pass over every custo
   // and each answer must equal LedgerReader::Stats over the same committed state.
   const auto [a, b] = ChangedPrograms();
   int variant = 0;
-  uint64_t asked = 0, off_now = 0;
+  uint64_t asked = 0, off_now = 0, asked_timeline = 0;
   for (const v1::Program& program : {DefaultProgram(), b}) {
     ++variant;
     for (uint64_t seed : {uint64_t{3}, uint64_t{77}}) {
@@ -1971,6 +1973,9 @@ TEST_CASE("ledger property: stats from kept shares equal a pass over every custo
       LedgerHarness h(program);
       const auto rules = std::make_shared<const Rules>(h.projector().rules());
       StatsIndex index(&h.log());
+      // The same answers from a timeline: built after the third batch (then followed
+      // through the log), built again from scratch after the eighth.
+      StatsIndex timeline(&h.log());
       std::mt19937_64 rng(seed * 13 + static_cast<uint64_t>(variant));
       Failures f(absl::StrCat("variant ", variant, " seed ", seed));
       auto U = [&](int64_t lo, int64_t hi) {
@@ -1985,6 +1990,8 @@ TEST_CASE("ledger property: stats from kept shares equal a pass over every custo
         now = std::max(now, sc.first_at + (sc.last_at - sc.first_at) * static_cast<int64_t>(k + 1) /
                                               static_cast<int64_t>(chunks));
         if (U(0, 1) == 0) REQUIRE(index.Refresh(rules, now).ok());
+        if (k == 2 || k == 7) REQUIRE(timeline.BuildTimeline(rules).ok());
+        if (U(0, 1) == 0) REQUIRE(timeline.Refresh(rules, now).ok());
         std::vector<int64_t> times = {now, now + 1, now - 1, now + U(0, 3600)};
         // The boundaries of a few customers' shares: where stats change.
         for (int i = 0; i < 3; ++i) {
@@ -2019,17 +2026,156 @@ TEST_CASE("ledger property: stats from kept shares equal a pass over every custo
           f.Check(d.empty(), [&] {
             return absl::StrCat("chunk ", k, " at ", Rfc3339(t), " (full pass vs index)", d);
           });
+          if (k >= 2) {
+            auto from_timeline = timeline.Stats(rules, t, now, keep);
+            REQUIRE(from_timeline.ok());
+            CHECK(timeline.HasTimeline(rules));
+            CHECK(from_timeline->seq == h.log().head().seq);
+            const std::string dt = DiffStats(*want, from_timeline->stats);
+            f.Check(dt.empty(), [&] {
+              return absl::StrCat("chunk ", k, " at ", Rfc3339(t), " (full pass vs timeline)", dt);
+            });
+            ++asked_timeline;
+          }
           ++asked;
           if (want->members > 0 && t != now) ++off_now;
         }
       }
       REQUIRE(f.count() == 0);
       CHECK(index.customers() > 0);
+      CHECK(timeline.timeline_info().points > 0);
     }
   }
   CHECK(asked > 1000);
   CHECK(off_now > 500);
+  CHECK(asked_timeline > 800);
 }
 
+
+// Proves ShareSteps, the step function the stats timeline is made of: the deltas at
+// times <= T add up to the share at T (ShareAt) inside [from, until) and to nothing
+// outside it, at every time a share can change (each lot's expiry, each order's
+// tier-window end, each churn threshold, 1 s either side) and at random times, for
+// every customer's state of random streams on default and changed programs.
+TEST_CASE("ledger property: a share's steps add up to the share at every time",
+          "[property][ledger][stats]") {
+  const auto [a, b] = ChangedPrograms();
+  uint64_t checked = 0, with_steps = 0;
+  for (const v1::Program& program : {DefaultProgram(), b}) {
+    const Scenario sc = Generate(program.tiers().status_days() == 40 ? 19 : 5, kEvents / 2);
+    LedgerHarness h(program);
+    h.IngestLines(sc.lines);
+    const Rules& rules = h.projector().rules();
+    std::mt19937_64 rng(program.tiers().status_days());
+    auto U = [&](int64_t lo, int64_t hi) {
+      return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+    };
+    Failures f(absl::StrCat("status days ", program.tiers().status_days()));
+    for (const std::string& c : sc.customers) {
+      const std::optional<v1::LedgerState> state = h.State(c, INT64_MAX);
+      if (!state.has_value()) continue;
+      const int64_t clock = state->clock();
+      for (const auto& [from, until] : std::vector<std::pair<int64_t, int64_t>>{
+               {clock, INT64_MAX},
+               {clock + U(0, 400 * kDay), INT64_MAX},
+               {clock, clock + U(1, 3600)},
+               {clock + U(0, 30 * kDay), clock + U(31 * kDay, 500 * kDay)}}) {
+        std::map<int64_t, StatsView> steps;
+        const int sign = U(0, 1) == 0 ? 1 : -1;
+        ShareSteps(rules, *state, from, until, sign,
+                   [&](int64_t at, const StatsView& d) { AddStats(d, +1, &steps[at]); });
+        if (steps.size() > 2) ++with_steps;
+        std::vector<int64_t> times = {from - 1, from, from + 1, until - 1};
+        if (until != INT64_MAX) times.push_back(until);
+        for (int64_t at : state->lot_expires_at()) times.push_back(at);
+        for (int64_t at : state->lot_available_at()) times.push_back(at);
+        for (int64_t at : state->order_at()) times.push_back(at + rules.tier_status_s);
+        const ChurnView churn = EvaluateChurn(rules, *state, clock);
+        if (churn.last_purchase_at.has_value()) {
+          const int64_t last = *churn.last_purchase_at, x = churn.expected_interval_s;
+          times.push_back(last + rules.churned_s);
+          times.push_back(last + x * rules.at_risk_num / rules.at_risk_den);
+          times.push_back(last + x * rules.cooling_num / rules.cooling_den);
+        }
+        const size_t edges = times.size();
+        for (size_t i = 0; i < edges; ++i) {
+          times.push_back(times[i] - 1);
+          times.push_back(times[i] + 1);
+        }
+        for (int i = 0; i < 4; ++i) times.push_back(from + U(0, 800 * kDay));
+        for (int64_t t : times) {
+          if (t < clock || t > INT64_MAX / 2) continue;  // until - 1 of a tail is no time
+          StatsView want, got;
+          if (from <= t && t < until) AddShare(ShareAt(rules, *state, t), sign, &want);
+          for (auto it = steps.begin(); it != steps.end() && it->first <= t; ++it) {
+            AddStats(it->second, +1, &got);
+          }
+          const std::string d = DiffStats(want, got);
+          f.Check(d.empty(), [&] {
+            return absl::StrCat(c, " from ", Rfc3339(from), " until ", until, " at ", Rfc3339(t),
+                                " (ShareAt vs steps)", d);
+          });
+          ++checked;
+        }
+      }
+    }
+    REQUIRE(f.count() == 0);
+  }
+  CHECK(checked > 10'000);
+  CHECK(with_steps > 100);
+}
+
+// The timeline's storage (buckets of packed points): its sums are those of a plain
+// map of the same deltas, at every time, as deltas come in several rounds, cancel
+// out (points that sum to zero go), fall before the epoch and span many buckets.
+TEST_CASE("stats timeline: sums equal a plain map of the same deltas", "[stats]") {
+  std::mt19937_64 rng(7);
+  auto U = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  StatsTimeline timeline;
+  std::map<int64_t, StatsView> plain;
+  std::vector<std::pair<int64_t, StatsView>> added;  // to take back later
+  for (int round = 0; round < 30; ++round) {
+    for (int i = 0; i < 300; ++i) {
+      StatsView d;
+      int64_t at = U(-3 * 3600, 40 * 3600);
+      if (round % 3 == 2 && !added.empty()) {
+        // Take an earlier delta back: its point may now sum to zero.
+        const auto& [was, back] = added[static_cast<size_t>(U(0, static_cast<int64_t>(added.size()) - 1))];
+        at = was;
+        AddStats(back, -1, &d);
+      } else {
+        d.members = U(-2, 2);
+        d.points_outstanding = U(-1'000'000, 1'000'000) * (U(0, 9) == 0 ? 1'000'000'000 : 1);
+        d.earned = U(0, 3) == 0 ? U(-500, 500) : 0;
+        d.per_tier[static_cast<size_t>(U(0, 3))] = U(-3, 3);
+        d.per_risk_level[static_cast<size_t>(U(0, 4))] = U(-3, 3);
+        d.expired = U(0, 1) ? -(int64_t{1} << 40) : 0;  // large, varint of 6 bytes
+        added.emplace_back(at, d);
+      }
+      timeline.Add(at, d);
+      AddStats(d, +1, &plain[at]);
+    }
+    timeline.Apply();
+    REQUIRE(timeline.staged() == 0);
+    size_t nonzero = 0;
+    for (const auto& [at, v] : plain) nonzero += DiffStats(StatsView(), v).empty() ? 0 : 1;
+    CHECK(timeline.points() == nonzero);
+    std::vector<int64_t> times = {INT64_MIN / 2, -3 * 3600 - 1, -1, 0, 3599, 3600, 40 * 3600};
+    for (const auto& [at, v] : plain) {
+      if (U(0, 20) == 0) times.insert(times.end(), {at - 1, at, at + 1});
+    }
+    for (int64_t t : times) {
+      StatsView want;
+      for (auto it = plain.begin(); it != plain.end() && it->first <= t; ++it) {
+        AddStats(it->second, +1, &want);
+      }
+      const std::string d = DiffStats(want, timeline.SumUpTo(t));
+      INFO("round " << round << " at " << t << d);
+      CHECK(d.empty());
+    }
+  }
+}
 }  // namespace
 }  // namespace loyalty

@@ -74,6 +74,84 @@ void AddShare(const StatsShare& share, int sign, StatsView* s) {
   s->per_risk_level[share.risk_level] += sign;
 }
 
+void ShareSteps(const Rules& rules, const v1::LedgerState& state, int64_t from, int64_t until,
+                int sign, StatsStepFn step) {
+  if (state.entries() == 0 || from >= until) return;
+  const StatsShare first = ShareAt(rules, state, from);
+  StatsView level;  // sign * the share, as the deltas so far add up
+  AddShare(first, sign, &level);
+  step(from, level);
+  if (first.valid_until < until) {
+    // Changes inside the span, each kind on its own: the fields they move are
+    // disjoint (points by lots; the tier count; the risk level count).
+    StatsView d;
+    auto emit = [&](int64_t at) {
+      for (int64_t* f : {&d.points_outstanding, &d.expired}) *f *= sign;
+      for (int64_t& c : d.per_tier) c *= sign;
+      for (int64_t& c : d.per_risk_level) c *= sign;
+      step(at, d);
+      AddStats(d, +1, &level);
+      d = StatsView();
+    };
+    // A lot's points leave the outstanding figure (pending, then available) for the
+    // expired one once T reaches both its availability and its expiry
+    // (EvaluateBalance).
+    for (int i = 0; i < state.lot_id_size(); ++i) {
+      const int64_t remaining = state.lot_remaining(i);
+      const int64_t at = std::max(state.lot_available_at(i), state.lot_expires_at(i));
+      if (remaining == 0 || at <= from || at >= until) continue;
+      d.points_outstanding = -remaining;
+      d.expired = remaining;
+      emit(at);
+    }
+    for (const TierLapse& lapse : TierLapses(rules, state, from)) {
+      if (lapse.at >= until) break;
+      d.per_tier[static_cast<int>(lapse.from)] = -1;
+      d.per_tier[static_cast<int>(lapse.to)] = +1;
+      emit(lapse.at);
+    }
+    // The risk level depends only on the time since the last purchase: it can change
+    // only where that crosses a threshold.
+    const ChurnView churn = EvaluateChurnRisk(rules, state, from);
+    if (churn.last_purchase_at.has_value()) {
+      const int64_t last = *churn.last_purchase_at;
+      const int64_t x = churn.expected_interval_s;
+      std::array<int64_t, 3> at = {
+          RatioCrossedAt(last, x, rules.cooling_num, rules.cooling_den),
+          RatioCrossedAt(last, x, rules.at_risk_num, rules.at_risk_den),
+          last > INT64_MAX - rules.churned_s ? INT64_MAX : last + rules.churned_s};
+      std::sort(at.begin(), at.end());
+      RiskLevel risk = churn.risk_level;
+      for (int64_t a : at) {
+        if (a <= from || a >= until) continue;
+        const RiskLevel next = EvaluateChurnRisk(rules, state, a).risk_level;
+        if (next == risk) continue;
+        d.per_risk_level[static_cast<int>(risk)] = -1;
+        d.per_risk_level[static_cast<int>(next)] = +1;
+        emit(a);
+        risk = next;
+      }
+    }
+  }
+  if (until != INT64_MAX) {
+    StatsView end;
+    AddStats(level, -1, &end);
+    step(until, end);
+  }
+}
+
+void AddStats(const StatsView& delta, int sign, StatsView* s) {
+  s->members += sign * delta.members;
+  s->purchasers += sign * delta.purchasers;
+  s->repeat_purchasers += sign * delta.repeat_purchasers;
+  s->points_outstanding += sign * delta.points_outstanding;
+  s->earned += sign * delta.earned;
+  s->redeemed += sign * delta.redeemed;
+  s->expired += sign * delta.expired;
+  for (int k = 0; k < 4; ++k) s->per_tier[k] += sign * delta.per_tier[k];
+  for (int k = 0; k < 5; ++k) s->per_risk_level[k] += sign * delta.per_risk_level[k];
+}
+
 void AddToStats(const Rules& rules, const v1::LedgerState& state, int64_t t, StatsView* s) {
   if (state.entries() == 0 || state.first_at() > t) return;
   AddShare(ShareAt(rules, state, t), +1, s);

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "loyalty/v1/ledger.pb.h"
 #include "projections/ledger.h"
@@ -52,6 +53,21 @@ StatsShare ShareAt(const Rules& rules, const v1::LedgerState& state, int64_t t);
 
 // Adds (sign +1) or removes (-1) a share.
 void AddShare(const StatsShare& share, int sign, StatsView* stats);
+
+// A customer's share of the stats as a step function of time, for the timeline
+// (StatsTimeline): calls step(at, delta) so that the deltas at times <= T add up, for
+// every T in [from, until), to sign * ShareAt(state, T), and to 0 outside that span
+// (a delta of -sign * the last share at `until`, unless until is INT64_MAX). Needs
+// from >= state.clock(): no entry after, so only time moves the share: a lot's points
+// expire, an order leaves the tier-status window, churn risk rises. Nothing for a
+// state without entries. Costs one ShareAt, and for a span with changes inside, one
+// pass over the lots and the status window's orders.
+using StatsStepFn = absl::FunctionRef<void(int64_t at, const StatsView& delta)>;
+void ShareSteps(const Rules& rules, const v1::LedgerState& state, int64_t from, int64_t until,
+                int sign, StatsStepFn step);
+
+// Adds (sign +1) or subtracts (-1) one view to another, field by field.
+void AddStats(const StatsView& delta, int sign, StatsView* stats);
 
 // Adds one customer's state, folded up to T, evaluated at T.
 void AddToStats(const Rules& rules, const v1::LedgerState& state, int64_t t, StatsView* stats);

@@ -17,6 +17,10 @@ using ProjectionCf = LogBatch::ProjectionCf;
 // again costs less than following the records.
 constexpr uint64_t kRebuildSlack = 10'000;
 
+// Staged timeline changes (distinct seconds) merged into its buckets at once while
+// building: bounds the staging map (~200 bytes a second).
+constexpr size_t kTimelineStaged = 500'000;
+
 absl::StatusOr<v1::LedgerState> ReadLedger(const EventLog& log, std::string_view customer_id,
                                            const LogSnapshot& snap) {
   v1::LedgerState ledger;
@@ -155,6 +159,7 @@ std::vector<uint32_t> StatsIndex::LapsedLocked(int64_t t) const {
 absl::StatusOr<StatsIndex::Answer> StatsIndex::Stats(std::shared_ptr<const Rules> rules,
                                                      int64_t t, int64_t now, bool keep) {
   absl::MutexLock lock(&mu_);
+  if (TimelineUsableLocked(rules)) return Answer{timeline_->SumUpTo(t), timeline_snap_->seq()};
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
   LOYALTY_RETURN_IF_ERROR(SyncLocked(rules, *snap, now));
   // Shares evaluated at t that are not kept: (slot, share at t).
@@ -186,6 +191,7 @@ absl::StatusOr<StatsIndex::Answer> StatsIndex::Stats(std::shared_ptr<const Rules
 
 absl::Status StatsIndex::Refresh(std::shared_ptr<const Rules> rules, int64_t now) {
   absl::MutexLock lock(&mu_);
+  if (TimelineUsableLocked(rules)) return absl::OkStatus();
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
   LOYALTY_RETURN_IF_ERROR(SyncLocked(rules, *snap, now));
   // Only shares that ended by now: one that starts after now is a customer whose
@@ -199,6 +205,113 @@ absl::Status StatsIndex::Refresh(std::shared_ptr<const Rules> rules, int64_t now
     LOYALTY_RETURN_IF_ERROR(ReloadLocked(id, *snap, now));
   }
   return absl::OkStatus();
+}
+
+bool StatsIndex::TimelineUsableLocked(const std::shared_ptr<const Rules>& rules) {
+  if (timeline_ == nullptr) return false;
+  if (rules == timeline_rules_ && SyncTimelineLocked().ok()) return true;
+  // Other rules, rebuilt projections, or a record that does not fold: the kept
+  // shares answer until a timeline is built again.
+  timeline_.reset();
+  timeline_rules_.reset();
+  timeline_snap_.reset();
+  return false;
+}
+
+absl::Status StatsIndex::SyncTimelineLocked() {
+  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
+  const LogSnapshot& before = *timeline_snap_;
+  if (snap->projection_generation() != before.projection_generation() ||
+      snap->seq() < before.seq()) {
+    return absl::FailedPreconditionError("the projections were rebuilt");
+  }
+  if (snap->seq() == before.seq()) return absl::OkStatus();
+  // Every entry since, by customer, in ledger order (a customer's entries are in log
+  // order), each folded from the customer's state before them.
+  std::vector<v1::LedgerEntry> entries;
+  absl::flat_hash_map<std::string, std::vector<uint32_t>> by_customer;
+  v1::LogRecord record;
+  LOYALTY_RETURN_IF_ERROR(log_->Scan(
+      before.seq() + 1, snap->seq(),
+      [&](uint64_t seq, std::string_view, std::string_view bytes,
+          std::string_view) -> absl::Status {
+        if (!record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+          return absl::DataLossError(absl::StrCat("log record ", seq, " does not decode"));
+        }
+        if (!record.has_applied()) return absl::OkStatus();
+        for (v1::LedgerEntry& e : *record.mutable_applied()->mutable_outcome()->mutable_entries()) {
+          by_customer[e.customer_id()].push_back(static_cast<uint32_t>(entries.size()));
+          entries.push_back(std::move(e));
+        }
+        return absl::OkStatus();
+      },
+      snap.get()));
+  std::vector<const v1::LedgerEntry*> mine;
+  for (const auto& [id, indexes] : by_customer) {
+    LOYALTY_ASSIGN_OR_RETURN(v1::LedgerState state, ReadLedger(*log_, id, before));
+    mine.clear();
+    for (uint32_t i : indexes) mine.push_back(&entries[i]);
+    LOYALTY_RETURN_IF_ERROR(FoldIntoTimeline(*timeline_rules_, mine, &state, timeline_.get()));
+  }
+  timeline_->Apply();
+  timeline_snap_ = std::move(snap);
+  return absl::OkStatus();
+}
+
+absl::Status StatsIndex::BuildTimeline(std::shared_ptr<const Rules> rules,
+                                       const std::atomic<bool>* cancel) {
+  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
+  auto timeline = std::make_unique<StatsTimeline>();
+  // Every customer with a state, folded from its records (as LedgerReader folds a
+  // past T): each state it passes through counts over the span it held.
+  std::vector<v1::LedgerEntry> entries;
+  std::vector<const v1::LedgerEntry*> mine;
+  LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
+      ProjectionCf::kCustomerState,
+      [&](std::string_view key, std::string_view) -> absl::Status {
+        if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+          return absl::CancelledError("building the stats timeline was cancelled");
+        }
+        LOYALTY_ASSIGN_OR_RETURN(std::vector<uint64_t> seqs, log_->CustomerSeqs(key, snap.get()));
+        entries.clear();
+        for (uint64_t seq : seqs) {
+          LOYALTY_ASSIGN_OR_RETURN(v1::LogRecord record, log_->Read(seq, snap.get()));
+          if (!record.has_applied()) continue;
+          for (v1::LedgerEntry& e : *record.mutable_applied()->mutable_outcome()->mutable_entries()) {
+            if (e.customer_id() == key) entries.push_back(std::move(e));
+          }
+        }
+        mine.clear();
+        for (const v1::LedgerEntry& e : entries) mine.push_back(&e);
+        v1::LedgerState state;
+        LOYALTY_RETURN_IF_ERROR(FoldIntoTimeline(*rules, mine, &state, timeline.get()));
+        if (timeline->staged() >= kTimelineStaged) timeline->Apply();
+        return absl::OkStatus();
+      },
+      snap.get()));
+  timeline->Apply();
+  absl::MutexLock lock(&mu_);
+  timeline_ = std::move(timeline);
+  timeline_rules_ = std::move(rules);
+  timeline_snap_ = std::move(snap);
+  ClearLocked();  // the timeline answers now
+  return absl::OkStatus();
+}
+
+bool StatsIndex::HasTimeline(const std::shared_ptr<const Rules>& rules) const {
+  absl::MutexLock lock(&mu_);
+  return timeline_ != nullptr && timeline_rules_ == rules;
+}
+
+StatsIndex::TimelineInfo StatsIndex::timeline_info() const {
+  absl::MutexLock lock(&mu_);
+  TimelineInfo info;
+  if (timeline_ == nullptr) return info;
+  info.ready = true;
+  info.seq = timeline_snap_->seq();
+  info.points = timeline_->points();
+  info.bytes = timeline_->bytes();
+  return info;
 }
 
 }  // namespace loyalty

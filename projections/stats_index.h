@@ -5,17 +5,27 @@
 // at T (a lot expired, an order left the tier window, churn risk rose; or T is before
 // the customer's clock). Everyone else's share is already in the running totals.
 //
+// Once a timeline (stats_timeline.h) is built for the rules asked, every answer, at
+// any T however far back or ahead, is one prefix sum over it instead, and the kept
+// shares are dropped; the timeline is kept current by following the log's new
+// records the same way. Building it folds every customer's records once
+// (BuildTimeline, run in the background by a serving process): until then, and
+// after the rules or the projections change, the kept shares answer, where a T
+// before many customers' clocks costs a fold of each of them.
+//
 // As the sweep's DueIndex does for signals: the answers equal those of
 // LedgerReader::Stats over the same committed state, at any T, past or future.
 #ifndef LOYALTY_PROJECTIONS_STATS_INDEX_H_
 #define LOYALTY_PROJECTIONS_STATS_INDEX_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
@@ -24,6 +34,7 @@
 #include "engine/event_log.h"
 #include "projections/program.h"
 #include "projections/stats.h"
+#include "projections/stats_timeline.h"
 
 namespace loyalty {
 
@@ -49,8 +60,26 @@ class StatsIndex {
   // customers whose shares lapsed: what a query at now would do, ahead of it.
   absl::Status Refresh(std::shared_ptr<const Rules> rules, int64_t now);
 
-  // Customers whose shares are kept.
+  // Customers whose shares are kept (none while a timeline answers).
   size_t customers() const;
+
+  // Builds the timeline for `rules` over the newest committed state, then puts it
+  // in place (Stats and Refresh bring it up to date with the records since). Reads
+  // every customer's records once, without holding up queries meanwhile. Cancelled
+  // when *cancel turns true.
+  absl::Status BuildTimeline(std::shared_ptr<const Rules> rules,
+                             const std::atomic<bool>* cancel = nullptr);
+
+  // Whether answers for `rules` come from a timeline.
+  bool HasTimeline(const std::shared_ptr<const Rules>& rules) const;
+
+  struct TimelineInfo {
+    bool ready = false;
+    uint64_t seq = 0;     // the committed log length it reflects
+    size_t points = 0;    // seconds at which the stats change
+    size_t bytes = 0;     // what their encoding takes
+  };
+  TimelineInfo timeline_info() const;
 
  private:
   struct Slot {
@@ -72,6 +101,13 @@ class StatsIndex {
   void ClearLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The slots whose shares do not hold at t, ascending.
   std::vector<uint32_t> LapsedLocked(int64_t t) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Brings the timeline to the newest committed state; an error leaves it unusable
+  // (the caller drops it).
+  absl::Status SyncTimelineLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The timeline, if one for `rules` is in place and could be brought up to date;
+  // otherwise none is kept.
+  bool TimelineUsableLocked(const std::shared_ptr<const Rules>& rules)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const EventLog* log_;
   mutable absl::Mutex mu_;
@@ -86,6 +122,11 @@ class StatsIndex {
   absl::btree_set<std::pair<int64_t, uint32_t>> by_until_ ABSL_GUARDED_BY(mu_);
   absl::btree_set<std::pair<int64_t, uint32_t>> by_from_ ABSL_GUARDED_BY(mu_);
   StatsView totals_ ABSL_GUARDED_BY(mu_);  // the sum of the kept shares
+
+  std::unique_ptr<StatsTimeline> timeline_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const Rules> timeline_rules_ ABSL_GUARDED_BY(mu_);
+  // The committed state the timeline reflects: the states before the next records.
+  std::unique_ptr<LogSnapshot> timeline_snap_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace loyalty

@@ -343,6 +343,15 @@ absl::Status QueryService::RefreshStats() {
   return stats_index_.Refresh(rules(), absl::ToUnixSeconds(clock_->Now()));
 }
 
+absl::Status QueryService::BuildStatsTimeline(const std::atomic<bool>* cancel, bool* built) {
+  if (built != nullptr) *built = false;
+  std::shared_ptr<const Rules> rules_now = rules();
+  if (stats_index_.HasTimeline(rules_now)) return absl::OkStatus();
+  LOYALTY_RETURN_IF_ERROR(stats_index_.BuildTimeline(std::move(rules_now), cancel));
+  if (built != nullptr) *built = true;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::EventStatus> QueryService::GetEvent(const v1::EventRequest& request) const {
   if (request.event_id().empty()) return absl::InvalidArgumentError("event id is empty");
   if (request.event_id().size() > kMaxIdBytes) {

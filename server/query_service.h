@@ -10,6 +10,7 @@
 #ifndef LOYALTY_SERVER_QUERY_SERVICE_H_
 #define LOYALTY_SERVER_QUERY_SERVICE_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -60,6 +61,14 @@ class QueryService {
   // call reads every customer's state once).
   absl::Status RefreshStats();
 
+  // Builds the stats timeline for the rules in force, unless one is in place (then
+  // nothing to do): afterwards /v1/stats at any as_of is one prefix sum. Slow (it
+  // folds every customer's records once); a serving process runs it in the
+  // background and again whenever the rules or the projections change. `built` says
+  // whether this call built one.
+  absl::Status BuildStatsTimeline(const std::atomic<bool>* cancel, bool* built = nullptr);
+  StatsIndex::TimelineInfo stats_timeline() const { return stats_index_.timeline_info(); }
+
   const QueryLimits& limits() const { return limits_; }
 
  private:
@@ -74,8 +83,9 @@ class QueryService {
   const QueryLimits limits_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const Rules> rules_ ABSL_GUARDED_BY(mu_);
-  // Stats are answered from kept per-customer shares (StatsIndex); shares evaluated
-  // at times within this far from the present are kept for the next query.
+  // Stats are answered from the timeline once built, before that from kept
+  // per-customer shares (StatsIndex); shares evaluated at times within this far from
+  // the present are kept for the next query.
   static constexpr int64_t kKeepStatsWithin = 3600;
   mutable StatsIndex stats_index_;
 };

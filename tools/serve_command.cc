@@ -464,6 +464,33 @@ int RunServe(const ServeArgs& args) {
     }
   });
 
+  // Builds the stats timeline in the background (and again after the rules or the
+  // projections change), so that /v1/stats at any as_of is one prefix sum; until it
+  // is in place the kept shares answer.
+  std::thread timeline_thread([&service, &stopping] {
+    std::string last_error;
+    while (!stopping) {
+      const absl::Time start = absl::Now();
+      bool built = false;
+      absl::Status s = service.BuildStatsTimeline(&stopping, &built);
+      if (built) {
+        const StatsIndex::TimelineInfo info = service.stats_timeline();
+        std::fprintf(stderr,
+                     "loyalty serve: stats timeline built at seq %llu in %.1f s: %zu points, "
+                     "%.1f MiB\n",
+                     static_cast<unsigned long long>(info.seq),
+                     absl::ToDoubleSeconds(absl::Now() - start), info.points,
+                     static_cast<double>(info.bytes) / (1 << 20));
+      }
+      const std::string error = s.ok() || stopping ? "" : std::string(s.message());
+      if (error != last_error && !error.empty()) {
+        std::fprintf(stderr, "loyalty serve: building the stats timeline: %s\n", error.c_str());
+      }
+      last_error = error;
+      for (int i = 0; i < 10 && !stopping; ++i) absl::SleepFor(absl::Milliseconds(100));
+    }
+  });
+
   // Wait for a stop signal; meanwhile, start writing once a rebuild is done.
   int signal_number = 0;
   int exit_code = 0;
@@ -493,6 +520,7 @@ int RunServe(const ServeArgs& args) {
   }
   stopping = true;
   stats_thread.join();
+  timeline_thread.join();
   if (rebuild_thread.joinable()) rebuild_thread.join();  // a rebuild is not interrupted
   if (loop != nullptr) loop->Stop();  // finishes its batch, leaves the group
   if (outbox != nullptr) outbox->Stop();  // the rest is published after a restart

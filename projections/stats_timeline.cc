@@ -1,0 +1,193 @@
+#include "projections/stats_timeline.h"
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include "engine/status_macros.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
+#include "projections/ledger.h"
+
+namespace loyalty {
+namespace {
+
+using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedInputStream;
+using google::protobuf::io::CodedOutputStream;
+
+// StatsView's figures in a fixed order, for the packed points.
+constexpr int kFields = 16;
+using Fields = std::array<int64_t, kFields>;
+
+Fields ToFields(const StatsView& v) {
+  return {v.members,         v.purchasers,        v.repeat_purchasers, v.points_outstanding,
+          v.earned,          v.redeemed,          v.expired,           v.per_tier[0],
+          v.per_tier[1],     v.per_tier[2],       v.per_tier[3],       v.per_risk_level[0],
+          v.per_risk_level[1], v.per_risk_level[2], v.per_risk_level[3], v.per_risk_level[4]};
+}
+
+StatsView FromFields(const Fields& f) {
+  StatsView v;
+  v.members = f[0];
+  v.purchasers = f[1];
+  v.repeat_purchasers = f[2];
+  v.points_outstanding = f[3];
+  v.earned = f[4];
+  v.redeemed = f[5];
+  v.expired = f[6];
+  for (int k = 0; k < 4; ++k) v.per_tier[k] = f[7 + k];
+  for (int k = 0; k < 5; ++k) v.per_risk_level[k] = f[11 + k];
+  return v;
+}
+
+bool IsZero(const Fields& f) {
+  return std::all_of(f.begin(), f.end(), [](int64_t x) { return x == 0; });
+}
+
+void PutVarint(uint64_t x, std::string* out) {
+  uint8_t buf[10];
+  uint8_t* end = CodedOutputStream::WriteVarint64ToArray(x, buf);
+  out->append(reinterpret_cast<const char*>(buf), static_cast<size_t>(end - buf));
+}
+
+// A point: the seconds since the previous point (or the bucket's start), a mask of
+// the nonzero fields, then each of them zigzag-encoded.
+void PutPoint(int64_t gap, const Fields& f, std::string* out) {
+  PutVarint(static_cast<uint64_t>(gap), out);
+  uint32_t mask = 0;
+  for (int i = 0; i < kFields; ++i) {
+    if (f[i] != 0) mask |= 1u << i;
+  }
+  PutVarint(mask, out);
+  for (int i = 0; i < kFields; ++i) {
+    if (f[i] != 0) PutVarint(WireFormatLite::ZigZagEncode64(f[i]), out);
+  }
+}
+
+}  // namespace
+
+int64_t StatsTimeline::BucketOf(int64_t t) {
+  int64_t q = t / kBucketSeconds;
+  if (t % kBucketSeconds < 0) --q;  // floor, for times before the epoch
+  return q * kBucketSeconds;
+}
+
+template <typename Fn>
+void StatsTimeline::ForEachPoint(int64_t start, const Bucket& b, Fn fn) {
+  // The bytes were written by PutPoint above, so reads cannot fail.
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(b.packed.data()),
+                      static_cast<int>(b.packed.size()));
+  int64_t at = start;
+  for (uint32_t n = 0; n < b.count; ++n) {
+    uint64_t gap = 0, mask = 0;
+    in.ReadVarint64(&gap);
+    in.ReadVarint64(&mask);
+    at += static_cast<int64_t>(gap);
+    Fields f{};
+    for (int i = 0; i < kFields; ++i) {
+      if ((mask >> i) & 1) {
+        uint64_t z = 0;
+        in.ReadVarint64(&z);
+        f[i] = WireFormatLite::ZigZagDecode64(z);
+      }
+    }
+    if (!fn(at, f)) return;
+  }
+}
+
+void StatsTimeline::Add(int64_t at, const StatsView& delta) {
+  AddStats(delta, +1, &staged_[at]);
+}
+
+void StatsTimeline::Apply() {
+  if (staged_.empty()) return;
+  std::vector<std::pair<int64_t, Fields>> staged;
+  staged.reserve(staged_.size());
+  for (const auto& [at, view] : staged_) {
+    Fields f = ToFields(view);
+    if (!IsZero(f)) staged.emplace_back(at, f);
+  }
+  staged_.clear();
+  std::sort(staged.begin(), staged.end(),
+            [](const auto& x, const auto& y) { return x.first < y.first; });
+  std::vector<std::pair<int64_t, Fields>> merged;
+  for (size_t i = 0; i < staged.size();) {
+    const int64_t start = BucketOf(staged[i].first);
+    size_t j = i;
+    while (j < staged.size() && staged[j].first < start + kBucketSeconds) ++j;
+    Bucket& b = buckets_[start];
+    // Merge the bucket's points with the new ones (both in time order).
+    merged.clear();
+    merged.reserve(b.count + (j - i));
+    size_t k = i;
+    ForEachPoint(start, b, [&](int64_t at, const Fields& f) {
+      for (; k < j && staged[k].first < at; ++k) merged.push_back(staged[k]);
+      merged.emplace_back(at, f);
+      for (; k < j && staged[k].first == at; ++k) {
+        for (int x = 0; x < kFields; ++x) merged.back().second[x] += staged[k].second[x];
+      }
+      return true;
+    });
+    for (; k < j; ++k) merged.push_back(staged[k]);
+    for (size_t x = i; x < j; ++x) AddStats(FromFields(staged[x].second), +1, &b.sum);
+    points_ -= b.count;
+    bytes_ -= b.packed.size();
+    b.packed.clear();
+    b.count = 0;
+    int64_t prev = start;
+    for (const auto& [at, f] : merged) {
+      if (IsZero(f)) continue;
+      PutPoint(at - prev, f, &b.packed);
+      prev = at;
+      ++b.count;
+    }
+    points_ += b.count;
+    bytes_ += b.packed.size();
+    if (b.count == 0) {
+      buckets_.erase(start);
+    } else {
+      b.packed.shrink_to_fit();
+    }
+    i = j;
+  }
+}
+
+StatsView StatsTimeline::SumUpTo(int64_t t) const {
+  StatsView sum;
+  const int64_t last = BucketOf(t);
+  auto it = buckets_.begin();
+  for (; it != buckets_.end() && it->first < last; ++it) AddStats(it->second.sum, +1, &sum);
+  if (it != buckets_.end() && it->first == last) {
+    Fields total = ToFields(sum);
+    ForEachPoint(last, it->second, [&](int64_t at, const Fields& f) {
+      if (at > t) return false;
+      for (int x = 0; x < kFields; ++x) total[x] += f[x];
+      return true;
+    });
+    sum = FromFields(total);
+  }
+  return sum;
+}
+
+absl::Status FoldIntoTimeline(const Rules& rules,
+                              const std::vector<const v1::LedgerEntry*>& entries,
+                              v1::LedgerState* state, StatsTimeline* timeline) {
+  if (entries.empty()) return absl::OkStatus();
+  auto step = [timeline](int64_t at, const StatsView& delta) { timeline->Add(at, delta); };
+  // The state's tail from the first entry's time on goes (nothing for an empty one).
+  ShareSteps(rules, *state, entries.front()->effective_at(), INT64_MAX, -1, step);
+  for (size_t i = 0; i < entries.size();) {
+    // The entries of one second together: the share at that second has them all.
+    const int64_t at = entries[i]->effective_at();
+    for (; i < entries.size() && entries[i]->effective_at() == at; ++i) {
+      LOYALTY_RETURN_IF_ERROR(ApplyEntry(rules, *entries[i], state));
+    }
+    // The new state holds from `at` until the next entry's time, the last for ever.
+    const int64_t until = i < entries.size() ? entries[i]->effective_at() : INT64_MAX;
+    ShareSteps(rules, *state, at, until, +1, step);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loyalty

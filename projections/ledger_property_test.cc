@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -1974,7 +1975,7 @@ TEST_CASE("ledger property: stats from kept shares equal a pass over every custo
       const auto rules = std::make_shared<const Rules>(h.projector().rules());
       StatsIndex index(&h.log());
       // The same answers from a timeline: built after the third batch (then followed
-      // through the log), built again from scratch after the eighth.
+      // through the log), built again from scratch after the eighth, in many passes.
       StatsIndex timeline(&h.log());
       std::mt19937_64 rng(seed * 13 + static_cast<uint64_t>(variant));
       Failures f(absl::StrCat("variant ", variant, " seed ", seed));
@@ -1990,7 +1991,9 @@ TEST_CASE("ledger property: stats from kept shares equal a pass over every custo
         now = std::max(now, sc.first_at + (sc.last_at - sc.first_at) * static_cast<int64_t>(k + 1) /
                                               static_cast<int64_t>(chunks));
         if (U(0, 1) == 0) REQUIRE(index.Refresh(rules, now).ok());
-        if (k == 2 || k == 7) REQUIRE(timeline.BuildTimeline(rules).ok());
+        if (k == 2) REQUIRE(timeline.BuildTimeline(rules).ok());
+        // Again in passes of a few customers each (states of ~4 KiB in memory a pass).
+        if (k == 7) REQUIRE(timeline.BuildTimeline(rules, nullptr, 4096).ok());
         if (U(0, 1) == 0) REQUIRE(timeline.Refresh(rules, now).ok());
         std::vector<int64_t> times = {now, now + 1, now - 1, now + U(0, 3600)};
         // The boundaries of a few customers' shares: where stats change.
@@ -2053,7 +2056,7 @@ TEST_CASE("ledger property: stats from kept shares equal a pass over every custo
 
 
 // Proves ShareSteps, the step function the stats timeline is made of: the deltas at
-// times <= T add up to the share at T (ShareAt) inside [from, until) and to nothing
+// times <= T add up to the share at T (the plain AddToStats) inside [from, until) and to nothing
 // outside it, at every time a share can change (each lot's expiry, each order's
 // tier-window end, each churn threshold, 1 s either side) and at random times, for
 // every customer's state of random streams on default and changed programs.
@@ -2106,14 +2109,18 @@ TEST_CASE("ledger property: a share's steps add up to the share at every time",
         for (int64_t t : times) {
           if (t < clock || t > INT64_MAX / 2) continue;  // until - 1 of a tail is no time
           StatsView want, got;
-          if (from <= t && t < until) AddShare(ShareAt(rules, *state, t), sign, &want);
+          if (from <= t && t < until) {
+            StatsView one;  // the plain evaluation (EvaluateBalance, EvaluateTier, ...)
+            AddToStats(rules, *state, t, &one);
+            AddStats(one, sign, &want);
+          }
           for (auto it = steps.begin(); it != steps.end() && it->first <= t; ++it) {
             AddStats(it->second, +1, &got);
           }
           const std::string d = DiffStats(want, got);
           f.Check(d.empty(), [&] {
             return absl::StrCat(c, " from ", Rfc3339(from), " until ", until, " at ", Rfc3339(t),
-                                " (ShareAt vs steps)", d);
+                                " (plain vs steps)", d);
           });
           ++checked;
         }
@@ -2176,6 +2183,83 @@ TEST_CASE("stats timeline: sums equal a plain map of the same deltas", "[stats]"
       CHECK(d.empty());
     }
   }
+}
+
+// A timeline saved at a clean stop is taken at the next start while the log is as
+// it was (same length, same head hash) and the program the same, and then answers
+// as the pass over every customer does, also after more batches; otherwise, or from
+// a damaged file, it is refused with a reason, never taken.
+TEST_CASE("stats timeline: saved at a stop and taken at the next start only as it was",
+          "[stats]") {
+  const Scenario sc = Generate(11, kEvents / 3);
+  LedgerHarness h(DefaultProgram());
+  const auto rules = std::make_shared<const Rules>(h.projector().rules());
+  const size_t half = sc.lines.size() / 2;
+  h.IngestLines(std::vector<std::string>(sc.lines.begin(), sc.lines.begin() + static_cast<std::ptrdiff_t>(half)));
+  testing::TempDir dir;
+  const std::string path = dir.Sub("stats-timeline.pb");
+  {
+    StatsIndex first(&h.log());
+    CHECK(absl::IsFailedPrecondition(first.SaveTimeline(path)));  // none built yet
+    REQUIRE(first.BuildTimeline(rules).ok());
+    REQUIRE(first.SaveTimeline(path).ok());
+  }
+  auto same_as_full_pass = [&](StatsIndex& index, const char* what) {
+    std::vector<int64_t> times = {sc.first_at - 1, sc.first_at, sc.last_at, sc.last_at + 400 * kDay};
+    for (int i = 1; i < 40; ++i) times.push_back(sc.first_at + (sc.last_at - sc.first_at) * i / 40);
+    for (int64_t t : times) {
+      auto got = index.Stats(rules, t, sc.last_at, true);
+      REQUIRE(got.ok());
+      auto want = LedgerReader(&h.log(), rules.get()).Stats(t);
+      REQUIRE(want.ok());
+      const std::string d = DiffStats(*want, got->stats);
+      INFO(what << " at " << Rfc3339(t) << d);
+      CHECK(d.empty());
+    }
+  };
+  StatsIndex taken(&h.log());
+  CHECK(absl::IsNotFound(taken.LoadTimeline(dir.Sub("none.pb"), rules)));
+  const auto other = std::make_shared<const Rules>(ChangedPrograms().second);
+  CHECK(absl::IsFailedPrecondition(taken.LoadTimeline(path, other)));
+  REQUIRE(taken.LoadTimeline(path, rules).ok());
+  REQUIRE(taken.HasTimeline(rules));
+  CHECK(taken.timeline_info().points > 0);
+  same_as_full_pass(taken, "taken");
+  // More batches: the taken timeline follows them; the file no longer fits the log.
+  h.IngestLines(std::vector<std::string>(sc.lines.begin() + static_cast<std::ptrdiff_t>(half), sc.lines.end()));
+  same_as_full_pass(taken, "taken, then followed");
+  StatsIndex late(&h.log());
+  CHECK(absl::IsFailedPrecondition(late.LoadTimeline(path, rules)));
+  // Saved again at the new head: a damaged copy is refused as data loss.
+  REQUIRE(taken.SaveTimeline(path).ok());
+  v1::StatsTimelineFile file;
+  {
+    std::ifstream in(path, std::ios::binary);
+    REQUIRE(file.ParseFromIstream(&in));
+  }
+  REQUIRE(file.buckets_size() > 2);
+  auto write = [&](const v1::StatsTimelineFile& f) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    REQUIRE(f.SerializeToOstream(&out));
+  };
+  for (int damage = 0; damage < 4; ++damage) {
+    v1::StatsTimelineFile bad = file;
+    v1::StatsTimelineBucket* b = bad.mutable_buckets(1);
+    if (damage == 0) b->set_count(b->count() + 1);                     // a point short
+    if (damage == 1) b->mutable_packed()->push_back('\x01');          // bytes left over
+    if (damage == 2) b->set_start(bad.buckets(0).start());            // out of order
+    if (damage == 3) *b->mutable_packed() = std::string("\x90\x1c", 2) + b->packed();  // gap 3600
+    write(bad);
+    StatsIndex damaged(&h.log());
+    const absl::Status s = damaged.LoadTimeline(path, rules);
+    INFO("damage " << damage << ": " << s.ToString());
+    CHECK(absl::IsDataLoss(s));
+    CHECK_FALSE(damaged.HasTimeline(rules));
+  }
+  write(file);
+  StatsIndex again(&h.log());
+  REQUIRE(again.LoadTimeline(path, rules).ok());
+  same_as_full_pass(again, "taken again");
 }
 }  // namespace
 }  // namespace loyalty

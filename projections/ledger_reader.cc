@@ -5,6 +5,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
 #include "engine/status_macros.h"
+#include "loyalty/v1/log.pb.h"
 #include "projections/ledger.h"
 
 namespace loyalty {
@@ -26,6 +27,62 @@ bool ParseLedgerOnly(std::string_view bytes, v1::LedgerState* ledger) {
       return false;
     }
   }
+}
+
+namespace {
+
+using google::protobuf::internal::WireFormatLite;
+
+// Reads a length-delimited field's bytes as a nested message with `fn` (which reads
+// tags until ReadTag gives 0), and checks it ended exactly at the field's end.
+template <typename Fn>
+bool ReadNested(google::protobuf::io::CodedInputStream* in, Fn fn) {
+  uint32_t length = 0;
+  if (!in->ReadVarint32(&length)) return false;
+  const auto limit = in->PushLimit(static_cast<int>(length));
+  if (!fn() || in->BytesUntilLimit() != 0) return false;
+  in->PopLimit(limit);
+  return true;
+}
+
+bool IsField(uint32_t tag, int number) {
+  return WireFormatLite::GetTagFieldNumber(tag) == number &&
+         WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+}
+
+}  // namespace
+
+bool ParseRecordEntries(std::string_view bytes, std::vector<v1::LedgerEntry>* entries) {
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  // Reads tags until the end of the current message, calling nested(tag) for the
+  // field wanted and skipping every other.
+  auto fields = [&in](int number, auto nested) {
+    for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
+      if (IsField(tag, number)) {
+        if (!nested()) return false;
+      } else if (!WireFormatLite::SkipField(&in, tag)) {
+        return false;
+      }
+    }
+    return true;
+  };
+  auto entry = [&] {
+    uint32_t length = 0;
+    if (!in.ReadVarint32(&length)) return false;
+    const auto limit = in.PushLimit(static_cast<int>(length));
+    v1::LedgerEntry& e = entries->emplace_back();
+    if (!e.MergePartialFromCodedStream(&in) || in.BytesUntilLimit() != 0) return false;
+    in.PopLimit(limit);
+    return true;
+  };
+  auto outcome = [&] {
+    return ReadNested(&in, [&] { return fields(v1::Outcome::kEntriesFieldNumber, entry); });
+  };
+  auto applied = [&] {
+    return ReadNested(&in, [&] { return fields(v1::Applied::kOutcomeFieldNumber, outcome); });
+  };
+  return fields(v1::LogRecord::kAppliedFieldNumber, applied) && in.ExpectAtEnd();
 }
 
 absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record) {

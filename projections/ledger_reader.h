@@ -55,6 +55,11 @@ class LedgerReader {
 // most of a long-lived customer's bytes. False if the bytes do not decode.
 bool ParseLedgerOnly(std::string_view bytes, v1::LedgerState* ledger);
 
+// Appends the ledger entries of serialized LogRecord bytes (those of an applied
+// event's outcome; none for other records) without parsing the rest: the raw input
+// and the event are most of a record's bytes. False if the bytes do not decode.
+bool ParseRecordEntries(std::string_view record_bytes, std::vector<v1::LedgerEntry>* entries);
+
 // The event a record holds (decoding raw when the record keeps no copy).
 absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record);
 

@@ -5,6 +5,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/event_codec.h"
+#include "engine/sha256.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace loyalty {
@@ -159,6 +161,7 @@ const char* TierName(Tier tier) {
 }
 
 Rules::Rules(const v1::Program& p) {
+  program_digest = std::string(DigestView(Sha256Of(SerializeDeterministic(p))));
   currency = p.currency();
   points_per_major = p.base_points_per_major_unit();
   minor_per_major = p.minor_units_per_major();

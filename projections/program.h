@@ -34,6 +34,10 @@ const char* TierName(Tier tier);
 struct Rules {
   explicit Rules(const v1::Program& program);
 
+  // SHA-256 of the program's deterministic serialization: what a stats timeline
+  // saved to disk names, to be taken only under the same rules.
+  std::string program_digest;
+
   std::string currency;
   int64_t points_per_major = 1;
   int64_t minor_per_major = 100;

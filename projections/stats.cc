@@ -26,30 +26,51 @@ void Bound(int64_t change_at, int64_t t, StatsShare* s) {
 }  // namespace
 
 StatsShare ShareAt(const Rules& rules, const v1::LedgerState& state, int64_t t) {
+  // The figures of AddToStats, without its allocations and full passes over the
+  // orders (the timeline asks once per entry of every customer): one pass over the
+  // lots, the tier by TierAt, the risk from the newest purchases back.
   StatsShare s;
   if (state.entries() == 0) return s;  // not a member at any time
   s.valid_from = state.clock();
   s.member = true;
   s.purchases = static_cast<uint8_t>(std::min<uint64_t>(state.accepted_purchases(), 2));
-  const BalanceView b = EvaluateBalance(rules, state, t);
-  s.points_outstanding = b.available + b.pending;
-  s.earned = b.earned;
-  s.redeemed = b.redeemed;
-  s.expired = b.expired;
-  // Points move from outstanding to expired when their lot expires; maturing moves
-  // them only from pending to available, which the share does not tell apart.
+  s.earned = state.earned();
+  s.redeemed = state.redeemed();
+  // A lot's points are outstanding (pending, then available) until T reaches both its
+  // availability and its expiry, then expired (EvaluateBalance); maturing moves them
+  // only from pending to available, which the share does not tell apart.
+  int64_t outstanding = -state.debt(), expired = state.expired_settled();
   for (int i = 0; i < state.lot_id_size(); ++i) {
-    if (state.lot_remaining(i) != 0) Bound(state.lot_expires_at(i), t, &s);
+    const int64_t remaining = state.lot_remaining(i);
+    const int64_t gone_at = std::max(state.lot_available_at(i), state.lot_expires_at(i));
+    if (t < gone_at) {
+      outstanding += remaining;
+    } else {
+      expired += remaining;
+    }
+    if (remaining != 0) Bound(gone_at, t, &s);
   }
+  s.points_outstanding = outstanding;
+  s.expired = expired;
   // The tier is the highest one reached by an order of the status window: it can
-  // only change when an order leaves the window.
-  s.tier = static_cast<uint8_t>(EvaluateTier(rules, state, t).tier);
-  for (int i = 0; i < state.order_at_size(); ++i) {
-    if (NetAmount(state, i) > 0) Bound(state.order_at(i) + rules.tier_status_s, t, &s);
+  // only change when an order leaves the window. Orders are in time order, so the
+  // next to leave is the first in the window with a positive net amount, and the
+  // last to have left the one before the window.
+  s.tier = static_cast<uint8_t>(TierAt(rules, state, t));
+  const int in_window = FirstOrderAfter(state, t - rules.tier_status_s);
+  for (int i = in_window; i < state.order_at_size(); ++i) {
+    if (NetAmount(state, i) <= 0) continue;
+    Bound(state.order_at(i) + rules.tier_status_s, t, &s);
+    break;
+  }
+  for (int i = in_window - 1; i >= 0; --i) {
+    if (NetAmount(state, i) <= 0) continue;
+    Bound(state.order_at(i) + rules.tier_status_s, t, &s);
+    break;
   }
   // Churn risk depends on the time since the last purchase alone (all purchases are
   // at or before the clock): it changes where that crosses a threshold.
-  const ChurnView churn = EvaluateChurn(rules, state, t);
+  const ChurnView churn = EvaluateChurnRisk(rules, state, t);
   s.risk_level = static_cast<uint8_t>(churn.risk_level);
   if (churn.last_purchase_at.has_value()) {
     const int64_t last = *churn.last_purchase_at;
@@ -154,7 +175,19 @@ void AddStats(const StatsView& delta, int sign, StatsView* s) {
 
 void AddToStats(const Rules& rules, const v1::LedgerState& state, int64_t t, StatsView* s) {
   if (state.entries() == 0 || state.first_at() > t) return;
-  AddShare(ShareAt(rules, state, t), +1, s);
+  // The plain evaluation, as a customer's own answers give it: the pass the index
+  // and the timeline (through ShareAt) are held to.
+  const BalanceView b = EvaluateBalance(rules, state, t);
+  StatsShare share;
+  share.member = true;
+  share.purchases = static_cast<uint8_t>(std::min<uint64_t>(state.accepted_purchases(), 2));
+  share.points_outstanding = b.available + b.pending;
+  share.earned = b.earned;
+  share.redeemed = b.redeemed;
+  share.expired = b.expired;
+  share.tier = static_cast<uint8_t>(EvaluateTier(rules, state, t).tier);
+  share.risk_level = static_cast<uint8_t>(EvaluateChurn(rules, state, t).risk_level);
+  AddShare(share, +1, s);
 }
 
 }  // namespace loyalty

@@ -1,8 +1,14 @@
 #include "projections/stats_index.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 #include "loyalty/v1/log.pb.h"
@@ -20,6 +26,11 @@ constexpr uint64_t kRebuildSlack = 10'000;
 // Staged timeline changes (distinct seconds) merged into its buckets at once while
 // building: bounds the staging map (~200 bytes a second).
 constexpr size_t kTimelineStaged = 500'000;
+
+// A state in memory takes several times its serialized size (packed columns in
+// 8-byte slots with room to grow, a heap string per order id): what a timeline
+// build's estimate of its passes' memory assumes.
+constexpr uint64_t kStateBytesInMemory = 6;
 
 absl::StatusOr<v1::LedgerState> ReadLedger(const EventLog& log, std::string_view customer_id,
                                            const LogSnapshot& snap) {
@@ -230,18 +241,16 @@ absl::Status StatsIndex::SyncTimelineLocked() {
   // order), each folded from the customer's state before them.
   std::vector<v1::LedgerEntry> entries;
   absl::flat_hash_map<std::string, std::vector<uint32_t>> by_customer;
-  v1::LogRecord record;
   LOYALTY_RETURN_IF_ERROR(log_->Scan(
       before.seq() + 1, snap->seq(),
       [&](uint64_t seq, std::string_view, std::string_view bytes,
           std::string_view) -> absl::Status {
-        if (!record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+        const size_t first = entries.size();
+        if (!ParseRecordEntries(bytes, &entries)) {
           return absl::DataLossError(absl::StrCat("log record ", seq, " does not decode"));
         }
-        if (!record.has_applied()) return absl::OkStatus();
-        for (v1::LedgerEntry& e : *record.mutable_applied()->mutable_outcome()->mutable_entries()) {
-          by_customer[e.customer_id()].push_back(static_cast<uint32_t>(entries.size()));
-          entries.push_back(std::move(e));
+        for (size_t i = first; i < entries.size(); ++i) {
+          by_customer[entries[i].customer_id()].push_back(static_cast<uint32_t>(i));
         }
         return absl::OkStatus();
       },
@@ -259,42 +268,137 @@ absl::Status StatsIndex::SyncTimelineLocked() {
 }
 
 absl::Status StatsIndex::BuildTimeline(std::shared_ptr<const Rules> rules,
-                                       const std::atomic<bool>* cancel) {
+                                       const std::atomic<bool>* cancel,
+                                       uint64_t memory_bytes) {
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
   auto timeline = std::make_unique<StatsTimeline>();
-  // Every customer with a state, folded from its records (as LedgerReader folds a
-  // past T): each state it passes through counts over the span it held.
-  std::vector<v1::LedgerEntry> entries;
-  std::vector<const v1::LedgerEntry*> mine;
+  auto cancelled = [cancel] { return cancel != nullptr && cancel->load(std::memory_order_relaxed); };
+  // One pass over the log in order, folding every customer's entries in memory (as
+  // LedgerReader folds a past T): each state counts over the span until the
+  // customer's next entry, the last for ever. The states of all customers at once
+  // may not fit, so the customers are split by a hash of their id into as many
+  // passes as keep each pass's states within memory_bytes.
+  uint64_t state_bytes = 0;
   LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
       ProjectionCf::kCustomerState,
-      [&](std::string_view key, std::string_view) -> absl::Status {
-        if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
-          return absl::CancelledError("building the stats timeline was cancelled");
-        }
-        LOYALTY_ASSIGN_OR_RETURN(std::vector<uint64_t> seqs, log_->CustomerSeqs(key, snap.get()));
-        entries.clear();
-        for (uint64_t seq : seqs) {
-          LOYALTY_ASSIGN_OR_RETURN(v1::LogRecord record, log_->Read(seq, snap.get()));
-          if (!record.has_applied()) continue;
-          for (v1::LedgerEntry& e : *record.mutable_applied()->mutable_outcome()->mutable_entries()) {
-            if (e.customer_id() == key) entries.push_back(std::move(e));
-          }
-        }
-        mine.clear();
-        for (const v1::LedgerEntry& e : entries) mine.push_back(&e);
-        v1::LedgerState state;
-        LOYALTY_RETURN_IF_ERROR(FoldIntoTimeline(*rules, mine, &state, timeline.get()));
-        if (timeline->staged() >= kTimelineStaged) timeline->Apply();
+      [&](std::string_view, std::string_view value) -> absl::Status {
+        state_bytes += value.size();
         return absl::OkStatus();
       },
       snap.get()));
+  const uint64_t passes =
+      std::max<uint64_t>(1, (state_bytes * kStateBytesInMemory + memory_bytes - 1) /
+                                std::max<uint64_t>(memory_bytes, 1));
+  auto step = [&timeline](int64_t at, const StatsView& delta) { timeline->Add(at, delta); };
+  std::vector<v1::LedgerEntry> entries;
+  for (uint64_t pass = 0; pass < passes; ++pass) {
+    absl::flat_hash_map<std::string, v1::LedgerState> states;
+    LOYALTY_RETURN_IF_ERROR(log_->Scan(
+        1, snap->seq(),
+        [&](uint64_t seq, std::string_view, std::string_view bytes,
+            std::string_view) -> absl::Status {
+          if (seq % 4096 == 0 && cancelled()) {
+            return absl::CancelledError("building the stats timeline was cancelled");
+          }
+          entries.clear();
+          if (!ParseRecordEntries(bytes, &entries)) {
+            return absl::DataLossError(absl::StrCat("log record ", seq, " does not decode"));
+          }
+          for (const v1::LedgerEntry& e : entries) {
+            if (passes > 1 && absl::HashOf(e.customer_id()) % passes != pass) continue;
+            v1::LedgerState& state = states[e.customer_id()];
+            if (state.entries() > 0 && e.effective_at() > state.clock()) {
+              ShareSteps(*rules, state, state.clock(), e.effective_at(), +1, step);
+            }
+            LOYALTY_RETURN_IF_ERROR(ApplyEntry(*rules, e, &state));
+          }
+          if (timeline->staged() >= kTimelineStaged) timeline->Apply();
+          return absl::OkStatus();
+        },
+        snap.get()));
+    for (const auto& [id, state] : states) {
+      ShareSteps(*rules, state, state.clock(), INT64_MAX, +1, step);
+      if (timeline->staged() >= kTimelineStaged) timeline->Apply();
+    }
+  }
   timeline->Apply();
   absl::MutexLock lock(&mu_);
   timeline_ = std::move(timeline);
   timeline_rules_ = std::move(rules);
   timeline_snap_ = std::move(snap);
+  timeline_passes_ = passes;
   ClearLocked();  // the timeline answers now
+  return absl::OkStatus();
+}
+
+absl::Status StatsIndex::SaveTimeline(const std::string& path) {
+  v1::StatsTimelineFile file;
+  {
+    absl::MutexLock lock(&mu_);
+    if (timeline_ == nullptr) return absl::FailedPreconditionError("no stats timeline to save");
+    absl::Status s = SyncTimelineLocked();
+    if (!s.ok()) {
+      timeline_.reset();
+      timeline_rules_.reset();
+      timeline_snap_.reset();
+      return s;
+    }
+    file.set_format(1);
+    file.set_program_digest(timeline_rules_->program_digest);
+    file.set_seq(timeline_snap_->seq());
+    file.set_head_hash(std::string(DigestView(timeline_snap_->head().hash)));
+    timeline_->ToBuckets(&file);
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out || !file.SerializeToOstream(&out) || !out.flush()) {
+      return absl::InternalError(absl::StrCat("cannot write ", tmp));
+    }
+  }
+  // Durable before the rename makes it the one read at the next start.
+  const int fd = ::open(tmp.c_str(), O_RDONLY);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    if (fd >= 0) ::close(fd);
+    return absl::InternalError(absl::StrCat("cannot sync ", tmp));
+  }
+  ::close(fd);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StatsIndex::LoadTimeline(const std::string& path,
+                                      std::shared_ptr<const Rules> rules) {
+  v1::StatsTimelineFile file;
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("no stats timeline at ", path));
+    if (!file.ParseFromIstream(&in)) {
+      return absl::DataLossError(absl::StrCat("the stats timeline at ", path, " does not decode"));
+    }
+  }
+  if (file.format() != 1) {
+    return absl::FailedPreconditionError(absl::StrCat("stats timeline format ", file.format()));
+  }
+  if (file.program_digest() != rules->program_digest) {
+    return absl::FailedPreconditionError("the stats timeline was built under another program");
+  }
+  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
+  if (snap->seq() != file.seq() || DigestView(snap->head().hash) != file.head_hash()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the stats timeline reflects the log at seq ", file.seq(),
+                     ", which is now at ", snap->seq(), " or differs"));
+  }
+  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<StatsTimeline> timeline,
+                           StatsTimeline::FromBuckets(file));
+  absl::MutexLock lock(&mu_);
+  timeline_ = std::move(timeline);
+  timeline_rules_ = std::move(rules);
+  timeline_snap_ = std::move(snap);
+  timeline_passes_ = 0;
+  ClearLocked();
   return absl::OkStatus();
 }
 
@@ -311,6 +415,7 @@ StatsIndex::TimelineInfo StatsIndex::timeline_info() const {
   info.seq = timeline_snap_->seq();
   info.points = timeline_->points();
   info.bytes = timeline_->bytes();
+  info.passes = timeline_passes_;
   return info;
 }
 

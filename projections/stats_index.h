@@ -65,10 +65,24 @@ class StatsIndex {
 
   // Builds the timeline for `rules` over the newest committed state, then puts it
   // in place (Stats and Refresh bring it up to date with the records since). Reads
-  // every customer's records once, without holding up queries meanwhile. Cancelled
-  // when *cancel turns true.
+  // the log in order, without holding up queries meanwhile. Cancelled when *cancel
+  // turns true.
+  // The customers' states are kept in memory while their records are folded, in as
+  // many passes over the log as keep them within about `memory_bytes`.
+  static constexpr uint64_t kTimelineBuildBytes = uint64_t{256} << 20;
   absl::Status BuildTimeline(std::shared_ptr<const Rules> rules,
-                             const std::atomic<bool>* cancel = nullptr);
+                             const std::atomic<bool>* cancel = nullptr,
+                             uint64_t memory_bytes = kTimelineBuildBytes);
+
+  // Writes the timeline, brought up to the newest committed state, to `path` (a
+  // temporary file beside it, synced, then renamed over it). FailedPrecondition if
+  // there is none. A serving process calls it at a clean stop, after its last batch.
+  absl::Status SaveTimeline(const std::string& path);
+  // Puts in place the timeline saved at `path`, if it was built under `rules` and
+  // the log is still exactly as long as when it was saved, with the same head hash
+  // (the states it follows from are then the stored ones). NotFound without a file;
+  // FailedPrecondition if it does not fit (build one then); DataLoss if damaged.
+  absl::Status LoadTimeline(const std::string& path, std::shared_ptr<const Rules> rules);
 
   // Whether answers for `rules` come from a timeline.
   bool HasTimeline(const std::shared_ptr<const Rules>& rules) const;
@@ -78,6 +92,7 @@ class StatsIndex {
     uint64_t seq = 0;     // the committed log length it reflects
     size_t points = 0;    // seconds at which the stats change
     size_t bytes = 0;     // what their encoding takes
+    uint64_t passes = 0;  // over the log, to build it
   };
   TimelineInfo timeline_info() const;
 
@@ -125,6 +140,7 @@ class StatsIndex {
 
   std::unique_ptr<StatsTimeline> timeline_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const Rules> timeline_rules_ ABSL_GUARDED_BY(mu_);
+  uint64_t timeline_passes_ ABSL_GUARDED_BY(mu_) = 0;
   // The committed state the timeline reflects: the states before the next records.
   std::unique_ptr<LogSnapshot> timeline_snap_ ABSL_GUARDED_BY(mu_);
 };

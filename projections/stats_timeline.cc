@@ -4,6 +4,7 @@
 #include <array>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
@@ -151,6 +152,61 @@ void StatsTimeline::Apply() {
     }
     i = j;
   }
+}
+
+void StatsTimeline::ToBuckets(v1::StatsTimelineFile* file) const {
+  for (const auto& [start, b] : buckets_) {
+    v1::StatsTimelineBucket* out = file->add_buckets();
+    out->set_start(start);
+    out->set_count(b.count);
+    out->set_packed(b.packed);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<StatsTimeline>> StatsTimeline::FromBuckets(
+    const v1::StatsTimelineFile& file) {
+  auto timeline = std::make_unique<StatsTimeline>();
+  for (const v1::StatsTimelineBucket& in : file.buckets()) {
+    const int64_t start = in.start();
+    if (BucketOf(start) != start || in.count() == 0 ||
+        (!timeline->buckets_.empty() && timeline->buckets_.rbegin()->first >= start)) {
+      return absl::DataLossError(absl::StrCat("stats timeline bucket at ", start, " is out of place"));
+    }
+    // Decode with every check that ForEachPoint, reading only what Apply wrote, skips.
+    CodedInputStream stream(reinterpret_cast<const uint8_t*>(in.packed().data()),
+                            static_cast<int>(in.packed().size()));
+    Fields sum{};
+    int64_t at = start;
+    for (uint32_t n = 0; n < in.count(); ++n) {
+      uint64_t gap = 0, mask = 0;
+      if (!stream.ReadVarint64(&gap) || !stream.ReadVarint64(&mask) ||
+          gap >= static_cast<uint64_t>(kBucketSeconds) || (n > 0 && gap == 0) ||
+          mask == 0 || mask >> kFields != 0) {
+        return absl::DataLossError(absl::StrCat("stats timeline bucket at ", start, " does not decode"));
+      }
+      at += static_cast<int64_t>(gap);
+      for (int i = 0; i < kFields; ++i) {
+        if (((mask >> i) & 1) == 0) continue;
+        uint64_t z = 0;
+        if (!stream.ReadVarint64(&z)) {
+          return absl::DataLossError(absl::StrCat("stats timeline bucket at ", start, " does not decode"));
+        }
+        // Wrapping, not undefined, whatever a damaged file holds.
+        sum[i] = static_cast<int64_t>(static_cast<uint64_t>(sum[i]) +
+                                      static_cast<uint64_t>(WireFormatLite::ZigZagDecode64(z)));
+      }
+    }
+    if (at >= start + kBucketSeconds || stream.CurrentPosition() != static_cast<int>(in.packed().size())) {
+      return absl::DataLossError(absl::StrCat("stats timeline bucket at ", start, " does not decode"));
+    }
+    Bucket& b = timeline->buckets_[start];
+    b.sum = FromFields(sum);
+    b.count = in.count();
+    b.packed = in.packed();
+    timeline->points_ += b.count;
+    timeline->bytes_ += b.packed.size();
+  }
+  return timeline;
 }
 
 StatsView StatsTimeline::SumUpTo(int64_t t) const {

@@ -21,12 +21,14 @@
 #define LOYALTY_PROJECTIONS_STATS_TIMELINE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "loyalty/v1/ledger.pb.h"
 #include "projections/program.h"
 #include "projections/stats.h"
@@ -45,6 +47,13 @@ class StatsTimeline {
 
   // The deltas at times <= t added up. What is staged does not count.
   StatsView SumUpTo(int64_t t) const;
+
+  // Its buckets, for a file (nothing staged may be left), and back. FromBuckets
+  // checks every bucket decodes to its count of points in time order within it
+  // (DataLoss otherwise), and recomputes the sums.
+  void ToBuckets(v1::StatsTimelineFile* file) const;
+  static absl::StatusOr<std::unique_ptr<StatsTimeline>> FromBuckets(
+      const v1::StatsTimelineFile& file);
 
   // Points (seconds with a nonzero delta) and the bytes their encoding takes.
   size_t points() const { return points_; }

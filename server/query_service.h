@@ -68,6 +68,14 @@ class QueryService {
   // whether this call built one.
   absl::Status BuildStatsTimeline(const std::atomic<bool>* cancel, bool* built = nullptr);
   StatsIndex::TimelineInfo stats_timeline() const { return stats_index_.timeline_info(); }
+  // The stats timeline to and from a file (StatsIndex::SaveTimeline, LoadTimeline):
+  // a serving process saves it at a clean stop and takes it at the next start.
+  absl::Status SaveStatsTimeline(const std::string& path) {
+    return stats_index_.SaveTimeline(path);
+  }
+  absl::Status LoadStatsTimeline(const std::string& path) {
+    return stats_index_.LoadTimeline(path, rules());
+  }
 
   const QueryLimits& limits() const { return limits_; }
 

@@ -419,6 +419,16 @@ int RunServe(const ServeArgs& args) {
   }
 
   QueryService service(log->get(), RealClock(), std::make_shared<Rules>(answering));
+  // The stats timeline left by the last clean stop, if the log has not moved since.
+  const std::string timeline_file = args.data_dir + "/stats-timeline.pb";
+  if (absl::Status s = service.LoadStatsTimeline(timeline_file); s.ok()) {
+    std::fprintf(stderr, "loyalty serve: stats timeline taken from %s (seq %llu)\n",
+                 timeline_file.c_str(),
+                 static_cast<unsigned long long>(service.stats_timeline().seq));
+  } else if (!absl::IsNotFound(s)) {
+    std::fprintf(stderr, "loyalty serve: stats timeline in %s not taken (%s): building it\n",
+                 timeline_file.c_str(), std::string(s.message()).c_str());
+  }
   const EventLog* log_ptr = log->get();
   Metrics* metrics_ptr = &metrics;
   auto health = [log_ptr, &loop_ptr, &outbox_ptr, metrics_ptr]() -> absl::Status {
@@ -476,10 +486,11 @@ int RunServe(const ServeArgs& args) {
       if (built) {
         const StatsIndex::TimelineInfo info = service.stats_timeline();
         std::fprintf(stderr,
-                     "loyalty serve: stats timeline built at seq %llu in %.1f s: %zu points, "
-                     "%.1f MiB\n",
+                     "loyalty serve: stats timeline built at seq %llu in %.1f s (passes over "
+                     "the log: %llu): %zu points, %.1f MiB\n",
                      static_cast<unsigned long long>(info.seq),
-                     absl::ToDoubleSeconds(absl::Now() - start), info.points,
+                     absl::ToDoubleSeconds(absl::Now() - start),
+                     static_cast<unsigned long long>(info.passes), info.points,
                      static_cast<double>(info.bytes) / (1 << 20));
       }
       const std::string error = s.ok() || stopping ? "" : std::string(s.message());
@@ -487,7 +498,9 @@ int RunServe(const ServeArgs& args) {
         std::fprintf(stderr, "loyalty serve: building the stats timeline: %s\n", error.c_str());
       }
       last_error = error;
-      for (int i = 0; i < 10 && !stopping; ++i) absl::SleepFor(absl::Milliseconds(100));
+      // A failed build (it reads the whole log) is tried again a minute later.
+      const int ticks = error.empty() ? 10 : 600;
+      for (int i = 0; i < ticks && !stopping; ++i) absl::SleepFor(absl::Milliseconds(100));
     }
   });
 
@@ -524,6 +537,13 @@ int RunServe(const ServeArgs& args) {
   if (rebuild_thread.joinable()) rebuild_thread.join();  // a rebuild is not interrupted
   if (loop != nullptr) loop->Stop();  // finishes its batch, leaves the group
   if (outbox != nullptr) outbox->Stop();  // the rest is published after a restart
+  // After the last batch: the next start takes the timeline as it is now.
+  if (service.stats_timeline().ready) {
+    if (absl::Status s = service.SaveStatsTimeline(timeline_file); !s.ok()) {
+      std::fprintf(stderr, "loyalty serve: saving the stats timeline: %s\n",
+                   std::string(s.message()).c_str());
+    }
+  }
   (*grpc_server)->Stop();
   (*http_server)->Stop();
   return exit_code;

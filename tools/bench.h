@@ -54,6 +54,10 @@ struct BenchArgs {
   uint64_t requests_per_client = 200'000;
   // Target rate of the paced balance run (0: skip it).
   int paced_qps = 10'000;
+  // The nice value of the ingestion that runs beside the queries (above 0, RocksDB's
+  // background threads run at 19 too): an experiment in leaving the queries the CPU
+  // (docs/benchmarks.md, run M). Default 0: the same priority.
+  int ingest_nice = 0;
   // Events applied to PostgreSQL (0: the same as events).
   uint64_t postgres_events = 0;
   // The SQL file (tools/bench_postgres.sql); found beside the binary's source when empty.

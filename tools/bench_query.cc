@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/clock.h"
+#include "engine/cpu_priority.h"
 #include "engine/event_log.h"
 #include "engine/ingestor.h"
 #include "engine/status_macros.h"
@@ -22,6 +23,7 @@
 #include "loyalty/v1/query.grpc.pb.h"
 #include "projections/program.h"
 #include "projections/projector.h"
+#include "rocksdb/env.h"
 #include "server/grpc_server.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -174,6 +176,12 @@ class BackgroundIngest {
 
  private:
   void Run() {
+    // --ingest-nice: the batches' helper threads inherit the nice value.
+    if (absl::Status s = SetThreadNice(args_.ingest_nice); !s.ok()) {
+      absl::MutexLock lock(&mu_);
+      status_ = s;
+      return;
+    }
     ProduceOptions produce;
     produce.events = args_.events;
     produce.customers = args_.customers;
@@ -265,6 +273,8 @@ absl::StatusOr<BenchResult> RunQueries(const BenchArgs& args, const std::string&
 
   // The same with ingestion running into the log the queries read.
   Ingestor ingestor(log, RealClock(), engine.projector.get());
+  if (args.ingest_nice > 0) LOYALTY_RETURN_IF_ERROR(LowerBackgroundPriority(rocksdb::Env::Default()));
+  result.notes["ingest_nice"] = absl::StrCat(args.ingest_nice);
   BackgroundIngest background(&ingestor, args);
   background.Start();
   const auto ingest_start = std::chrono::steady_clock::now();

@@ -1,0 +1,28 @@
+// CPU priorities for the engine's threads: on two cores, ingestion at full speed
+// takes both, and queries wait behind it for a time slice. Ingestion's threads
+// (the ingesting thread and the helpers it starts, RocksDB's flushes and
+// compactions) can run at a lower priority, so that a query's thread runs as soon
+// as it wakes. `loyalty bench query --ingest-nice` measures it (docs/benchmarks.md,
+// run M: no clear gain for the paced queries on this machine, so `serve` does not).
+#ifndef LOYALTY_ENGINE_CPU_PRIORITY_H_
+#define LOYALTY_ENGINE_CPU_PRIORITY_H_
+
+#include "absl/status/status.h"
+
+namespace rocksdb {
+class Env;
+}
+
+namespace loyalty {
+
+// Sets the calling thread's nice value (0, the default, to 19, the lowest
+// priority). Threads it starts afterwards inherit it (Linux keeps it per thread).
+absl::Status SetThreadNice(int nice);
+
+// Runs RocksDB's background threads of `env` (flushes and compactions, both
+// pools) at the lowest CPU priority (nice 19).
+absl::Status LowerBackgroundPriority(rocksdb::Env* env);
+
+}  // namespace loyalty
+
+#endif  // LOYALTY_ENGINE_CPU_PRIORITY_H_

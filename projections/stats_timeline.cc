@@ -168,7 +168,9 @@ absl::StatusOr<std::unique_ptr<StatsTimeline>> StatsTimeline::FromBuckets(
   auto timeline = std::make_unique<StatsTimeline>();
   for (const v1::StatsTimelineBucket& in : file.buckets()) {
     const int64_t start = in.start();
-    if (BucketOf(start) != start || in.count() == 0 ||
+    // Far from any time a ledger holds, and from overflowing BucketOf.
+    constexpr int64_t kFar = int64_t{1} << 60;
+    if (start < -kFar || start > kFar || BucketOf(start) != start || in.count() == 0 ||
         (!timeline->buckets_.empty() && timeline->buckets_.rbegin()->first >= start)) {
       return absl::DataLossError(absl::StrCat("stats timeline bucket at ", start, " is out of place"));
     }

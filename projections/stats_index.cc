@@ -223,10 +223,19 @@ bool StatsIndex::TimelineUsableLocked(const std::shared_ptr<const Rules>& rules)
   if (rules == timeline_rules_ && SyncTimelineLocked().ok()) return true;
   // Other rules, rebuilt projections, or a record that does not fold: the kept
   // shares answer until a timeline is built again.
-  timeline_.reset();
-  timeline_rules_.reset();
-  timeline_snap_.reset();
+  InstallTimelineLocked(nullptr, nullptr, nullptr, 0);
   return false;
+}
+
+void StatsIndex::InstallTimelineLocked(std::unique_ptr<StatsTimeline> timeline,
+                                       std::shared_ptr<const Rules> rules,
+                                       std::unique_ptr<LogSnapshot> snap, uint64_t passes) {
+  const bool answers = timeline != nullptr;
+  timeline_ = std::move(timeline);
+  timeline_rules_ = std::move(rules);
+  timeline_snap_ = std::move(snap);
+  timeline_passes_ = passes;
+  if (answers) ClearLocked();  // the timeline answers now
 }
 
 absl::Status StatsIndex::SyncTimelineLocked() {
@@ -323,11 +332,7 @@ absl::Status StatsIndex::BuildTimeline(std::shared_ptr<const Rules> rules,
   }
   timeline->Apply();
   absl::MutexLock lock(&mu_);
-  timeline_ = std::move(timeline);
-  timeline_rules_ = std::move(rules);
-  timeline_snap_ = std::move(snap);
-  timeline_passes_ = passes;
-  ClearLocked();  // the timeline answers now
+  InstallTimelineLocked(std::move(timeline), std::move(rules), std::move(snap), passes);
   return absl::OkStatus();
 }
 
@@ -338,9 +343,7 @@ absl::Status StatsIndex::SaveTimeline(const std::string& path) {
     if (timeline_ == nullptr) return absl::FailedPreconditionError("no stats timeline to save");
     absl::Status s = SyncTimelineLocked();
     if (!s.ok()) {
-      timeline_.reset();
-      timeline_rules_.reset();
-      timeline_snap_.reset();
+      InstallTimelineLocked(nullptr, nullptr, nullptr, 0);
       return s;
     }
     file.set_format(1);
@@ -394,11 +397,7 @@ absl::Status StatsIndex::LoadTimeline(const std::string& path,
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<StatsTimeline> timeline,
                            StatsTimeline::FromBuckets(file));
   absl::MutexLock lock(&mu_);
-  timeline_ = std::move(timeline);
-  timeline_rules_ = std::move(rules);
-  timeline_snap_ = std::move(snap);
-  timeline_passes_ = 0;
-  ClearLocked();
+  InstallTimelineLocked(std::move(timeline), std::move(rules), std::move(snap), 0);
   return absl::OkStatus();
 }
 

@@ -116,6 +116,10 @@ class StatsIndex {
   void ClearLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The slots whose shares do not hold at t, ascending.
   std::vector<uint32_t> LapsedLocked(int64_t t) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts a timeline in place (dropping the kept shares), or with nullptr drops it.
+  void InstallTimelineLocked(std::unique_ptr<StatsTimeline> timeline,
+                             std::shared_ptr<const Rules> rules, std::unique_ptr<LogSnapshot> snap,
+                             uint64_t passes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Brings the timeline to the newest committed state; an error leaves it unusable
   // (the caller drops it).
   absl::Status SyncTimelineLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -60,6 +60,11 @@ std::string SerializeDeterministic(const google::protobuf::Message& message) {
   return out;
 }
 
+bool SameMessage(const google::protobuf::Message& a, const google::protobuf::Message& b) {
+  return a.GetDescriptor() == b.GetDescriptor() &&
+         SerializeDeterministic(a) == SerializeDeterministic(b);
+}
+
 std::string CanonicalEncoding(const v1::Event& event) {
   // Unknown fields never reach here: DecodeEvent drops them (JSON ignores them,
   // binary clears them), so the deterministic encoding is canonical.

@@ -33,6 +33,12 @@ inline constexpr size_t kContentDigestBytes = 16;
 // that is hashed or compared byte for byte.
 std::string SerializeDeterministic(const google::protobuf::Message& message);
 
+// Whether two messages of one type hold the same fields, by their deterministic
+// serializations: what MessageDifferencer::Equals says for the engine's messages (no
+// floating-point fields), at a fraction of its cost (it walks them by reflection,
+// and replay compares every record's outcome and signals).
+bool SameMessage(const google::protobuf::Message& a, const google::protobuf::Message& b);
+
 // Proto3 JSON of `message` (lowerCamelCase names, every primitive field printed).
 std::string ToJson(const google::protobuf::Message& message);
 

@@ -8,14 +8,12 @@
 #include "engine/sha256.h"
 #include "engine/status_macros.h"
 #include "engine/validation.h"
-#include "google/protobuf/util/message_differencer.h"
 #include "projections/ledger.h"
 #include "projections/replay.h"
 
 namespace loyalty {
 namespace {
 
-using google::protobuf::util::MessageDifferencer;
 
 // Stops a scan with a finding recorded in the report.
 absl::Status Fail(AuditReport* report, const std::string& check, uint64_t seq,
@@ -78,7 +76,7 @@ absl::Status CheckValidation(const EventLog& log, uint64_t seq, const v1::LogRec
                              v1::DeadLetterReason_Name(v.rejection.reason), ": ",
                              v.rejection.detail));
   }
-  if (event != nullptr && !MessageDifferencer::Equals(*event, v.event)) {
+  if (event != nullptr && !SameMessage(*event, v.event)) {
     return Fail(report, "validation", seq, "the stored decoded event differs from its raw bytes");
   }
   std::vector<std::optional<EventIdEntry>> found;
@@ -188,7 +186,7 @@ absl::StatusOr<AuditReport> AuditLog(
                                       : nullptr;
         LOYALTY_RETURN_IF_ERROR(CheckValidation(log, seq, record, stored, &report));
         if (redecided != nullptr &&
-            !MessageDifferencer::Equals(*redecided, record.applied().outcome())) {
+            !SameMessage(*redecided, record.applied().outcome())) {
           return Fail(&report, "decision", seq,
                       absl::StrCat("recorded outcome ", record.applied().outcome().ShortDebugString(),
                                    "; the rules give ", redecided->ShortDebugString()));

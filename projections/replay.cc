@@ -3,7 +3,6 @@
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
 #include "engine/status_macros.h"
-#include "google/protobuf/util/message_differencer.h"
 #include "projections/decider.h"
 #include "projections/ledger_reader.h"
 #include "projections/program.h"
@@ -16,7 +15,7 @@ namespace {
 bool SameSignals(const SignalList& a, const SignalList& b) {
   if (a.size() != b.size()) return false;
   for (int i = 0; i < a.size(); ++i) {
-    if (!google::protobuf::util::MessageDifferencer::Equals(a[i], b[i])) return false;
+    if (!SameMessage(a[i], b[i])) return false;
   }
   return true;
 }
@@ -130,8 +129,7 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                                          "; the rules give ", SignalsText(signals));
         }
         if (result.first_mismatch_seq == 0 &&
-            !google::protobuf::util::MessageDifferencer::Equals(outcome,
-                                                                record.applied().outcome())) {
+            !SameMessage(outcome, record.applied().outcome())) {
           result.first_mismatch_seq = seq;
           result.mismatch = absl::StrCat("recorded outcome ",
                                          record.applied().outcome().ShortDebugString(),

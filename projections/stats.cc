@@ -14,6 +14,13 @@ int64_t RatioCrossedAt(int64_t last, int64_t interval, int64_t num, int64_t den)
   return at > INT64_MAX ? INT64_MAX : static_cast<int64_t>(at);
 }
 
+// When lot i's points leave the outstanding figure (pending, then available) for
+// the expired one: once T reaches both its availability and its expiry
+// (EvaluateBalance).
+int64_t LotGoneAt(const v1::LedgerState& state, int i) {
+  return std::max(state.lot_available_at(i), state.lot_expires_at(i));
+}
+
 // Narrows [from, until) around t by a time at which the share changes.
 void Bound(int64_t change_at, int64_t t, StatsShare* s) {
   if (change_at > t) {
@@ -36,13 +43,12 @@ StatsShare ShareAt(const Rules& rules, const v1::LedgerState& state, int64_t t) 
   s.purchases = static_cast<uint8_t>(std::min<uint64_t>(state.accepted_purchases(), 2));
   s.earned = state.earned();
   s.redeemed = state.redeemed();
-  // A lot's points are outstanding (pending, then available) until T reaches both its
-  // availability and its expiry, then expired (EvaluateBalance); maturing moves them
+  // A lot's points are outstanding until LotGoneAt, then expired; maturing moves them
   // only from pending to available, which the share does not tell apart.
   int64_t outstanding = -state.debt(), expired = state.expired_settled();
   for (int i = 0; i < state.lot_id_size(); ++i) {
     const int64_t remaining = state.lot_remaining(i);
-    const int64_t gone_at = std::max(state.lot_available_at(i), state.lot_expires_at(i));
+    const int64_t gone_at = LotGoneAt(state, i);
     if (t < gone_at) {
       outstanding += remaining;
     } else {
@@ -114,12 +120,9 @@ void ShareSteps(const Rules& rules, const v1::LedgerState& state, int64_t from, 
       AddStats(d, +1, &level);
       d = StatsView();
     };
-    // A lot's points leave the outstanding figure (pending, then available) for the
-    // expired one once T reaches both its availability and its expiry
-    // (EvaluateBalance).
     for (int i = 0; i < state.lot_id_size(); ++i) {
       const int64_t remaining = state.lot_remaining(i);
-      const int64_t at = std::max(state.lot_available_at(i), state.lot_expires_at(i));
+      const int64_t at = LotGoneAt(state, i);
       if (remaining == 0 || at <= from || at >= until) continue;
       d.points_outstanding = -remaining;
       d.expired = remaining;

@@ -298,7 +298,6 @@ absl::Status StatsIndex::BuildTimeline(std::shared_ptr<const Rules> rules,
   const uint64_t passes =
       std::max<uint64_t>(1, (state_bytes * kStateBytesInMemory + memory_bytes - 1) /
                                 std::max<uint64_t>(memory_bytes, 1));
-  auto step = [&timeline](int64_t at, const StatsView& delta) { timeline->Add(at, delta); };
   std::vector<v1::LedgerEntry> entries;
   for (uint64_t pass = 0; pass < passes; ++pass) {
     absl::flat_hash_map<std::string, v1::LedgerState> states;
@@ -315,18 +314,14 @@ absl::Status StatsIndex::BuildTimeline(std::shared_ptr<const Rules> rules,
           }
           for (const v1::LedgerEntry& e : entries) {
             if (passes > 1 && absl::HashOf(e.customer_id()) % passes != pass) continue;
-            v1::LedgerState& state = states[e.customer_id()];
-            if (state.entries() > 0 && e.effective_at() > state.clock()) {
-              ShareSteps(*rules, state, state.clock(), e.effective_at(), +1, step);
-            }
-            LOYALTY_RETURN_IF_ERROR(ApplyEntry(*rules, e, &state));
+            LOYALTY_RETURN_IF_ERROR(FoldEntry(*rules, e, &states[e.customer_id()], timeline.get()));
           }
           if (timeline->staged() >= kTimelineStaged) timeline->Apply();
           return absl::OkStatus();
         },
         snap.get()));
     for (const auto& [id, state] : states) {
-      ShareSteps(*rules, state, state.clock(), INT64_MAX, +1, step);
+      AddTail(*rules, state, +1, timeline.get());
       if (timeline->staged() >= kTimelineStaged) timeline->Apply();
     }
   }

@@ -65,10 +65,9 @@ class StatsIndex {
 
   // Builds the timeline for `rules` over the newest committed state, then puts it
   // in place (Stats and Refresh bring it up to date with the records since). Reads
-  // the log in order, without holding up queries meanwhile. Cancelled when *cancel
-  // turns true.
-  // The customers' states are kept in memory while their records are folded, in as
-  // many passes over the log as keep them within about `memory_bytes`.
+  // the log in order, without holding up queries meanwhile, keeping the states of
+  // the customers being folded in memory: in as many passes over the log as keep
+  // them within about `memory_bytes`. Cancelled when *cancel turns true.
   static constexpr uint64_t kTimelineBuildBytes = uint64_t{256} << 20;
   absl::Status BuildTimeline(std::shared_ptr<const Rules> rules,
                              const std::atomic<bool>* cancel = nullptr,

@@ -228,23 +228,31 @@ StatsView StatsTimeline::SumUpTo(int64_t t) const {
   return sum;
 }
 
+absl::Status FoldEntry(const Rules& rules, const v1::LedgerEntry& entry, v1::LedgerState* state,
+                       StatsTimeline* timeline) {
+  // Entries of one second go in together: the share at that second has them all, so
+  // a state counts only once the clock moves past it.
+  if (state->entries() > 0 && entry.effective_at() > state->clock()) {
+    ShareSteps(rules, *state, state->clock(), entry.effective_at(), +1,
+               [timeline](int64_t at, const StatsView& delta) { timeline->Add(at, delta); });
+  }
+  return ApplyEntry(rules, entry, state);
+}
+
+void AddTail(const Rules& rules, const v1::LedgerState& state, int sign, StatsTimeline* timeline) {
+  ShareSteps(rules, state, state.clock(), INT64_MAX, sign,
+             [timeline](int64_t at, const StatsView& delta) { timeline->Add(at, delta); });
+}
+
 absl::Status FoldIntoTimeline(const Rules& rules,
                               const std::vector<const v1::LedgerEntry*>& entries,
                               v1::LedgerState* state, StatsTimeline* timeline) {
   if (entries.empty()) return absl::OkStatus();
-  auto step = [timeline](int64_t at, const StatsView& delta) { timeline->Add(at, delta); };
-  // The state's tail from the first entry's time on goes (nothing for an empty one).
-  ShareSteps(rules, *state, entries.front()->effective_at(), INT64_MAX, -1, step);
-  for (size_t i = 0; i < entries.size();) {
-    // The entries of one second together: the share at that second has them all.
-    const int64_t at = entries[i]->effective_at();
-    for (; i < entries.size() && entries[i]->effective_at() == at; ++i) {
-      LOYALTY_RETURN_IF_ERROR(ApplyEntry(rules, *entries[i], state));
-    }
-    // The new state holds from `at` until the next entry's time, the last for ever.
-    const int64_t until = i < entries.size() ? entries[i]->effective_at() : INT64_MAX;
-    ShareSteps(rules, *state, at, until, +1, step);
+  AddTail(rules, *state, -1, timeline);
+  for (const v1::LedgerEntry* e : entries) {
+    LOYALTY_RETURN_IF_ERROR(FoldEntry(rules, *e, state, timeline));
   }
+  AddTail(rules, *state, +1, timeline);
   return absl::OkStatus();
 }
 

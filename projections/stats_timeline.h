@@ -9,9 +9,10 @@
 // second they take effect: stats at T are the deltas at times <= T added up.
 //
 // When entries come for a customer, the change to its step function is added
-// (FoldIntoTimeline): the old tail from the first new entry's time on is taken out,
-// and the steps of each state the entries pass through are put in over the span it
-// held. The cost of an answer is then independent of how far back or ahead T is.
+// (FoldIntoTimeline): the old state's tail is taken out, and the steps of each state
+// the entries pass through are put in over the span it held (FoldEntry), the last
+// one's for ever; building the whole timeline is the same fold from empty states.
+// The cost of an answer is then independent of how far back or ahead T is.
 //
 // Storage: deltas in buckets of kBucketSeconds, each with its sum and its points
 // packed as varints (a point holds only the fields it moves); an answer adds up the
@@ -76,12 +77,22 @@ class StatsTimeline {
   size_t bytes_ = 0;
 };
 
+// The steps a customer's fold puts in the timeline. While a state is being folded
+// its tail (from its clock on) is out of the timeline; FoldEntry applies the next
+// entry (ledger order) with ApplyEntry, first putting in the span the state held,
+// from its clock until the entry's time, when the entry moves the clock. AddTail puts
+// in (sign +1) or takes out (-1) a state's tail from its clock on, for ever. Nothing
+// for a state without entries.
+absl::Status FoldEntry(const Rules& rules, const v1::LedgerEntry& entry, v1::LedgerState* state,
+                       StatsTimeline* timeline);
+void AddTail(const Rules& rules, const v1::LedgerState& state, int sign, StatsTimeline* timeline);
+
 // Folds `entries` (one customer's, in ledger order, none before state->clock()) into
-// *state with ApplyEntry, and adds to `timeline` the change they make to that
-// customer's step function: the state's tail from the first entry's time on goes,
-// each state passed through counts over the span until the next entry's time, and
-// the last state's tail from its time on comes in. *state is the customer's state
-// before the entries (empty for a customer with none yet).
+// *state, and adds to `timeline` the change they make to that customer's step
+// function: the old state's tail goes, each state passed through counts over the
+// span until the next entry's time, and the last state's tail comes in. *state is
+// the customer's state before the entries (empty for a customer with none yet),
+// whose tail the timeline holds.
 absl::Status FoldIntoTimeline(const Rules& rules,
                               const std::vector<const v1::LedgerEntry*>& entries,
                               v1::LedgerState* state, StatsTimeline* timeline);

@@ -22,6 +22,9 @@ struct KafkaSource::Impl : public RdKafka::RebalanceCb {
   KafkaSourceOptions options;
   const EventLog* log = nullptr;
   BatchSink sink;
+  BatchDrain drain;  // may be empty: the sink stores each batch before returning
+  // The offsets of the last batch a draining sink took, not yet told to Kafka.
+  std::map<int32_t, int64_t> unstored;
   std::unique_ptr<RdKafka::KafkaConsumer> consumer;
   std::vector<InputMessage> pending;
   absl::Status fatal;  // set from the rebalance callback
@@ -30,30 +33,54 @@ struct KafkaSource::Impl : public RdKafka::RebalanceCb {
   std::map<int32_t, int64_t> next_offset;  // per assigned partition
   bool closed = false;
 
-  // Hands the pending messages to the sink, then tells Kafka (for lag tools).
+  // Hands the pending messages to the sink, then tells Kafka (for lag tools) the
+  // offsets of what is stored.
   absl::Status Flush() {
     if (pending.empty()) return absl::OkStatus();
     LOYALTY_RETURN_IF_ERROR(sink(pending));
     std::map<int32_t, int64_t> last;
     for (const InputMessage& m : pending) last[m.source.kafka().partition()] = m.source.kafka().offset();
     pending.clear();
+    for (const auto& [partition, offset] : last) next_offset[partition] = offset + 1;
+    if (drain) {
+      // The sink's OK stores the batch before this one: tell Kafka that one's.
+      CommitToKafka(unstored);
+      unstored = std::move(last);
+    } else {
+      CommitToKafka(last);
+    }
+    return absl::OkStatus();
+  }
+
+  // Stores what a draining sink took (nothing to do without one).
+  absl::Status Drain() {
+    if (!drain) return absl::OkStatus();
+    LOYALTY_RETURN_IF_ERROR(drain());
+    CommitToKafka(unstored);
+    unstored.clear();
+    return absl::OkStatus();
+  }
+
+  // The stored offsets in RocksDB are the truth; this commit only feeds lag tools,
+  // so its failure is not an error.
+  void CommitToKafka(const std::map<int32_t, int64_t>& last) {
+    if (last.empty()) return;
     std::vector<RdKafka::TopicPartition*> offsets;
     for (const auto& [partition, offset] : last) {
-      next_offset[partition] = offset + 1;
       offsets.push_back(RdKafka::TopicPartition::create(options.topic, partition, offset + 1));
     }
-    // The stored offsets in RocksDB are the truth; this commit only feeds lag tools,
-    // so its failure is not an error.
     consumer->commitAsync(offsets);
     RdKafka::TopicPartition::destroy(offsets);
-    return absl::OkStatus();
   }
 
   void rebalance_cb(RdKafka::KafkaConsumer* c, RdKafka::ErrorCode err,
                     std::vector<RdKafka::TopicPartition*>& partitions) override {
     ++rebalances;
     if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
+      // The stored positions are read next: what the sink took is stored first.
+      if (absl::Status s = Drain(); !s.ok() && fatal.ok()) fatal = s;
       for (RdKafka::TopicPartition* tp : partitions) {
+        if (!fatal.ok()) break;
         v1::SourcePosition key;
         key.mutable_kafka()->set_topic(tp->topic());
         key.mutable_kafka()->set_partition(tp->partition());
@@ -92,6 +119,7 @@ struct KafkaSource::Impl : public RdKafka::RebalanceCb {
       }
       // Revocation: what was taken from these partitions is stored first.
       if (absl::Status s = Flush(); !s.ok() && fatal.ok()) fatal = s;
+      if (absl::Status s = Drain(); !s.ok() && fatal.ok()) fatal = s;
       for (RdKafka::TopicPartition* tp : partitions) next_offset.erase(tp->partition());
       c->unassign();
     }
@@ -112,13 +140,14 @@ struct KafkaSource::Impl : public RdKafka::RebalanceCb {
 };
 
 absl::StatusOr<std::unique_ptr<KafkaSource>> KafkaSource::Create(
-    const KafkaSourceOptions& options, const EventLog* log, BatchSink sink) {
+    const KafkaSourceOptions& options, const EventLog* log, BatchSink sink, BatchDrain drain) {
   if (options.brokers.empty()) return absl::InvalidArgumentError("no Kafka brokers given");
   std::unique_ptr<KafkaSource> source(new KafkaSource());
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->log = log;
   impl->sink = std::move(sink);
+  impl->drain = std::move(drain);
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   std::string err;
   auto set = [&](const std::string& k, const std::string& v) -> absl::Status {

@@ -42,14 +42,23 @@ struct KafkaSourceOptions {
   int session_timeout_ms = 10000;
 };
 
-// Takes one batch durably (the Ingestor's IngestBatch, usually).
+// Takes one batch durably (the Ingestor's IngestBatch, usually); or, with a
+// BatchDrain, takes it and stores it by the next call or the drain (a pipelined
+// Ingestor: an OK return means the batches before this one are stored).
 using BatchSink = std::function<absl::Status(const std::vector<InputMessage>& batch)>;
+// Stores what the sink took and has not stored yet (Ingestor::Flush).
+using BatchDrain = std::function<absl::Status()>;
 
 class KafkaSource {
  public:
   // `log` (for stored positions) is not owned and must outlive the source.
+  // With `drain`, the sink may store each batch late (see BatchSink): the source
+  // drains before it reads the stored positions (on assignment) and after it hands
+  // over what it took from revoked partitions, and tells Kafka a batch's offsets
+  // only once it is stored.
   static absl::StatusOr<std::unique_ptr<KafkaSource>> Create(const KafkaSourceOptions& options,
-                                                             const EventLog* log, BatchSink sink);
+                                                             const EventLog* log, BatchSink sink,
+                                                             BatchDrain drain = nullptr);
   ~KafkaSource();
 
   // Collects one batch (up to batch_max_messages or batch_wait_ms) and hands it to
@@ -59,7 +68,7 @@ class KafkaSource {
   // before it, from the stored positions.
   absl::StatusOr<size_t> PollOnce();
 
-  // Flushes nothing (batches are synchronous), leaves the group. Idempotent.
+  // Leaves the group; drains nothing (the owner of the sink does). Idempotent.
   void Close();
 
   // Observability.

@@ -582,8 +582,9 @@ LogHead EventLog::head() const {
   return head_;
 }
 
-LogBatch EventLog::NewBatch() const {
-  const LogHead h = head();
+LogBatch EventLog::NewBatch() const { return NewBatchAfter(head()); }
+
+LogBatch EventLog::NewBatchAfter(const LogHead& h) const {
   // Batches are alike in size: room for the last one's bytes (and a quarter more)
   // spares the write batch its regrowth copies, megabytes each with hot states.
   const size_t last = last_batch_bytes_.load(std::memory_order_relaxed);

@@ -219,6 +219,10 @@ class EventLog {
   // A new batch starting after the current head. Only one batch may be open at a
   // time (single writer). Not for read-only logs.
   LogBatch NewBatch() const;
+  // A new batch starting after `pending`, the last record of a batch built but not
+  // yet committed (pipelined ingestion: Ingestor::set_pipelined). The two must be
+  // committed in order; if the first fails, the second must not be committed.
+  LogBatch NewBatchAfter(const LogHead& pending) const;
 
   // Writes the batch atomically (records, indexes, source positions) and moves the
   // head. On error nothing of the batch is visible and the head stays; the caller

@@ -79,29 +79,70 @@ void IngestCounts::Add(const IngestCounts& o) {
   accepted += o.accepted;
   rejected += o.rejected;
   for (const auto& [reason, n] : o.dead_letters_by_reason) dead_letters_by_reason[reason] += n;
+  last_seq = std::max(last_seq, o.last_seq);
 }
 
-absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessage>& batch) {
-  LogBatch out = log_->NewBatch();
+Ingestor::~Ingestor() { FinishInFlight().IgnoreError(); }
+
+absl::Status Ingestor::FinishInFlight() {
+  if (!in_flight_commit_.valid()) return absl::OkStatus();
+  absl::Status s = in_flight_commit_.get();
+  in_flight_ = InFlight();
+  if (s.ok()) stored_.Add(in_flight_counts_);
   if (processor_ != nullptr) {
-    if (absl::Status s = processor_->BeginBatch(&out); !s.ok()) {
+    if (s.ok()) {
+      processor_->Committed();
+    } else {
       processor_->AbortBatch();
-      return s;
     }
   }
-  absl::StatusOr<IngestCounts> counts = Build(batch, &out);
-  absl::Status s = counts.status();
+  return s;
+}
+
+absl::Status Ingestor::Flush() { return FinishInFlight(); }
+
+absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessage>& batch) {
+  const bool after_in_flight = in_flight_commit_.valid();
+  LogBatch out = after_in_flight ? log_->NewBatchAfter(in_flight_head_) : log_->NewBatch();
+  absl::Status s;
+  if (processor_ != nullptr) s = processor_->BeginBatch(&out);
+  InFlight added;
+  absl::StatusOr<IngestCounts> counts =
+      s.ok() ? Build(batch, &out, pipelined_ ? &added : nullptr) : s;
+  s = counts.status();
   if (s.ok() && processor_ != nullptr) s = processor_->EndBatch(&out);
-  if (s.ok()) s = log_->Commit(std::move(out));
+  // The batch before this one (pipelined) is stored first, or this one is not.
+  if (absl::Status before = FinishInFlight(); !before.ok()) {
+    // The processor forgot this batch's changes with the failed one's.
+    return absl::Status(before.code(),
+                        absl::StrCat("the batch before this one failed to commit: ",
+                                     before.message()));
+  }
+  if (s.ok()) {
+    counts->last_seq = out.last_seq();
+    if (pipelined_) {
+      in_flight_head_ = LogHead{out.last_seq(), out.head_hash()};
+      in_flight_ = std::move(added);
+      in_flight_counts_ = *counts;
+      in_flight_commit_ = std::async(std::launch::async, [log = log_, b = std::move(out)]() mutable {
+        return log->Commit(std::move(b));
+      });
+      return counts;
+    }
+    s = log_->Commit(std::move(out));
+  }
   if (!s.ok()) {
     if (processor_ != nullptr) processor_->AbortBatch();
     return s;
   }
+  if (processor_ != nullptr) processor_->Committed();
+  stored_.Add(*counts);
   return counts;
 }
 
 absl::StatusOr<size_t> Ingestor::Sweep() {
   if (processor_ == nullptr) return 0;
+  LOYALTY_RETURN_IF_ERROR(FinishInFlight());
   LogBatch out = log_->NewBatch();
   absl::Status s = processor_->BeginBatch(&out);
   absl::StatusOr<bool> swept = false;
@@ -120,6 +161,7 @@ absl::StatusOr<size_t> Ingestor::Sweep() {
     processor_->AbortBatch();
     return s;
   }
+  processor_->Committed();
   return records;
 }
 
@@ -128,7 +170,7 @@ absl::StatusOr<size_t> Ingestor::Sweep() {
 constexpr size_t kParallelCheckFrom = 256;
 
 absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& batch,
-                                             LogBatch* out_batch) {
+                                             LogBatch* out_batch, InFlight* added) {
   LogBatch& out = *out_batch;
   IngestCounts counts;
   counts.messages = batch.size();
@@ -174,6 +216,9 @@ absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& ba
     std::optional<std::string_view> seen;
     if (committed[j].has_value()) {
       seen = committed[j]->content_digest;
+    } else if (auto it = in_flight_.event_ids.find(absl::string_view(ids[j].data(), ids[j].size()));
+               it != in_flight_.event_ids.end()) {
+      seen = it->second;
     } else if (auto it = batch_ids.find(ids[j]); it != batch_ids.end()) {
       seen = it->second;
     }
@@ -205,8 +250,11 @@ absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& ba
   LOYALTY_RETURN_IF_ERROR(log_->LookupDeadLetters(dl_keys, &dl_committed));
   std::vector<bool> repeated_dl(batch.size(), false);
   for (size_t j = 0; j < dl_keys.size(); ++j) {
-    if (dl_committed[j].has_value() && dl_committed[j]->raw_sha256 == raw_sha[dl_index[j]]) {
-      repeated_dl[dl_index[j]] = true;
+    // The batch in flight wrote over the stored entry for its positions.
+    if (auto it = in_flight_.dead_letters.find(dl_keys[j]); it != in_flight_.dead_letters.end()) {
+      repeated_dl[dl_index[j]] = it->second == raw_sha[dl_index[j]];
+    } else if (dl_committed[j].has_value()) {
+      repeated_dl[dl_index[j]] = dl_committed[j]->raw_sha256 == raw_sha[dl_index[j]];
     }
   }
 
@@ -266,12 +314,17 @@ absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& ba
       }
       const uint64_t seq = out.Append(&record);
       out.IndexDeadLetter(m.source, seq, raw_sha[i]);
+      if (added != nullptr) added->dead_letters[internal::PositionKey(m.source)] = raw_sha[i];
       if (!d.input.event.event_id().empty() && d.input.event.event_id().size() <= kMaxIdBytes) {
         out.IndexDeadLetterEventId(d.input.event.event_id(), seq);
       }
       ++counts.dead_letters;
       ++counts.dead_letters_by_reason[d.input.rejection.reason];
     }
+  }
+  if (added != nullptr) {
+    added->event_ids.reserve(batch_ids.size());
+    for (const auto& [id, digest] : batch_ids) added->event_ids.emplace(std::string(id), std::string(digest));
   }
   return counts;
 }

@@ -46,6 +46,7 @@ absl::Status Projector::Load() {
   // Until a program is recorded, decisions use the configured one (the first
   // batch records it before any event).
   rules_ = std::make_unique<Rules>(in_force_.version() > 0 ? in_force_.program() : configured_);
+  committed_in_force_ = in_force_;
   return absl::OkStatus();
 }
 
@@ -53,7 +54,9 @@ void Projector::Evict() {
   const size_t target = state_cache_bytes_ / 10 * 9;
   std::vector<std::pair<uint64_t, const std::string*>> by_use;
   by_use.reserve(cache_.size());
-  for (const auto& [id, cached] : cache_) by_use.emplace_back(cached.used, &id);
+  for (const auto& [id, cached] : cache_) {
+    if (cached.changed <= committed_batch_) by_use.emplace_back(cached.used, &id);
+  }
   std::sort(by_use.begin(), by_use.end());
   std::vector<std::string> drop;
   size_t bytes = cached_bytes_;
@@ -67,11 +70,10 @@ void Projector::Evict() {
 }
 
 absl::Status Projector::BeginBatch(LogBatch* batch) {
-  dirty_.clear();  // the previous batch committed (else AbortBatch cleared it)
+  dirty_.clear();  // the previous batch ended (EndBatch marked its states) or aborted
   remembered_.clear();
   ++batch_number_;
   if (cached_bytes_ > state_cache_bytes_) Evict();
-  before_batch_ = in_force_;
   if (in_force_.version() > 0 &&
       google::protobuf::util::MessageDifferencer::Equals(in_force_.program(), configured_)) {
     return absl::OkStatus();
@@ -118,6 +120,9 @@ absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& custome
 
 absl::StatusOr<std::optional<std::string>> Projector::Recall(const std::string& key) {
   if (auto it = remembered_.find(key); it != remembered_.end()) return it->second;
+  for (auto e = ended_.rbegin(); e != ended_.rend(); ++e) {
+    if (auto it = e->remembered.find(key); it != e->remembered.end()) return it->second;
+  }
   auto stored = log_->GetProjection(ProjectionCf::kDecisionIds, key);
   if (absl::IsNotFound(stored.status())) return std::nullopt;
   if (!stored.ok()) return stored.status();
@@ -186,30 +191,45 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
     cached_bytes_ += bytes[i].size();
     cached_bytes_ -= cached.bytes;
     cached.bytes = bytes[i].size();
+    cached.changed = batch_number_;
     if (due_loaded_) due_.Set(state->customer_id(), state->signals().next_check_at());
   }
   for (const auto& [key, value] : remembered_) batch->Put(ProjectionCf::kDecisionIds, key, value);
-  // dirty_ stays until the next batch begins: if the commit fails, AbortBatch must
-  // still know which states hold changes the store does not.
+  // Until the batch is reported committed, its states stay in memory (Evict skips
+  // them) and its decision ids are recalled from here.
+  ended_.push_back(Ended{batch_number_, in_force_, std::move(remembered_)});
+  remembered_.clear();
   return absl::OkStatus();
 }
 
+void Projector::Committed() {
+  if (ended_.empty()) return;
+  committed_batch_ = ended_.front().batch;
+  committed_in_force_ = std::move(ended_.front().in_force);
+  ended_.pop_front();
+}
+
 void Projector::AbortBatch() {
-  // The store still holds every state as of the last committed batch: forget the
-  // changed ones so that they are read again from it.
+  // The store holds every state as of the last committed batch: forget those
+  // changed since (by the batch in progress, or by an ended batch whose commit
+  // failed or will not happen) so that they are read again from it.
   std::vector<std::string> ids;
   for (const v1::CustomerState* state : dirty_) ids.push_back(state->customer_id());
+  for (const auto& [id, cached] : cache_) {
+    if (cached.changed > committed_batch_) ids.push_back(id);
+  }
   // The sweep's index may hold times of states that did not commit: load it again.
-  if (!dirty_.empty()) due_loaded_ = false;
+  if (!ids.empty()) due_loaded_ = false;
   dirty_.clear();
   remembered_.clear();
+  ended_.clear();
   for (const std::string& id : ids) {
     auto it = cache_.find(id);
     if (it == cache_.end()) continue;  // named twice
     cached_bytes_ -= it->second.bytes;
     cache_.erase(it);
   }
-  in_force_ = before_batch_;
+  in_force_ = committed_in_force_;
   rules_ = std::make_unique<Rules>(in_force_.version() > 0 ? in_force_.program() : configured_);
 }
 
@@ -226,7 +246,7 @@ absl::Status Projector::LoadDue() {
         due_.Set(std::string(key), stored.signals().next_check_at());
         return absl::OkStatus();
       }));
-  // States changed in memory but not yet written (none between batches) win.
+  // States changed in memory and not yet stored (a batch in flight) win.
   for (const auto& [id, cached] : cache_) {
     due_.Set(id, cached.state->signals().next_check_at());
   }

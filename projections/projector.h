@@ -7,6 +7,7 @@
 #define LOYALTY_PROJECTIONS_PROJECTOR_H_
 
 #include <algorithm>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,6 +68,7 @@ class Projector final : public EventProcessor, public StateSource {
   absl::Status Process(const v1::Event& event, uint64_t seq, v1::Applied* applied,
                        std::vector<std::string>* customers) override;
   absl::Status EndBatch(LogBatch* batch) override;
+  void Committed() override;
   void AbortBatch() override;
   absl::StatusOr<bool> Sweep(int64_t at, LogBatch* batch) override;
 
@@ -92,19 +94,21 @@ class Projector final : public EventProcessor, public StateSource {
   // The sweep's index: every customer's SignalState.next_check_at (0s left out),
   // loaded from the store at the first sweep and kept up to date by EndBatch.
   absl::Status LoadDue();
-  // Drops the least recently used states until the cache is within 90% of its
-  // budget. Only between batches: every state is then as stored.
+  // Drops the least recently used states the store holds as they are (not those
+  // of a batch not yet committed) until the cache is within 90% of its budget.
+  // Only between batches.
   void Evict();
 
   EventLog* log_;
   v1::Program configured_;
   v1::ProgramChange in_force_;  // version 0: none recorded yet
   std::unique_ptr<Rules> rules_;
-  v1::ProgramChange before_batch_;  // to restore on AbortBatch
+  v1::ProgramChange committed_in_force_;  // as of the last committed batch
   struct Cached {
     std::unique_ptr<v1::CustomerState> state;
     size_t bytes = 0;   // serialized, as last read or written
     uint64_t used = 0;  // the last batch that asked for it
+    uint64_t changed = 0;  // the last ended batch that changed it
     // The ids of state->ledger()'s orders, once it had order_index_from_ orders.
     std::unique_ptr<absl::flat_hash_set<std::string>> order_ids;
   };
@@ -114,10 +118,18 @@ class Projector final : public EventProcessor, public StateSource {
   int serialize_threads_ = kDefaultSerializeThreads;
   size_t cached_bytes_ = 0;
   uint64_t batch_number_ = 0;
+  // The last batch reported committed: states changed after it are not stored yet.
+  uint64_t committed_batch_ = 0;
   std::vector<v1::CustomerState*> dirty_;
   // Decision ids remembered in this batch, written by EndBatch; the store holds
-  // the earlier ones.
+  // the earlier ones, but for those of ended batches not yet committed.
   absl::flat_hash_map<std::string, std::string> remembered_;
+  struct Ended {
+    uint64_t batch = 0;
+    v1::ProgramChange in_force;
+    absl::flat_hash_map<std::string, std::string> remembered;
+  };
+  std::deque<Ended> ended_;  // ended, not yet reported committed; oldest first
   bool due_loaded_ = false;
   DueIndex due_;
 };

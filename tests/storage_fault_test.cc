@@ -54,34 +54,6 @@ int64_t NextOffset(const EventLog& log) {
   return (*positions)[0].kafka().offset() + 1;
 }
 
-// Everything the engine stores, as bytes: the log records with their chain hashes,
-// the projections and the input positions.
-std::map<std::string, std::string> Dump(const EventLog& log) {
-  std::map<std::string, std::string> out;
-  REQUIRE(log.Scan(1, UINT64_MAX,
-                   [&](uint64_t seq, std::string_view, std::string_view record,
-                       std::string_view hash) {
-                     out.emplace(absl::StrCat("log/", seq), std::string(record) + std::string(hash));
-                     return absl::OkStatus();
-                   })
-              .ok());
-  for (auto [cf, name] : {std::pair{LogBatch::ProjectionCf::kCustomerState, std::string("state/")},
-                          std::pair{LogBatch::ProjectionCf::kProjectionMeta, std::string("meta/")},
-                          std::pair{LogBatch::ProjectionCf::kDecisionIds, std::string("ids/")}}) {
-    REQUIRE(log.ScanProjection(cf, [&, name = name](std::string_view key, std::string_view value) {
-                  out.emplace(name + std::string(key), std::string(value));
-                  return absl::OkStatus();
-                }).ok());
-  }
-  auto positions = log.SourcePositions();
-  REQUIRE(positions.ok());
-  for (const v1::SourcePosition& p : *positions) {
-    out.emplace(absl::StrCat("position/", p.kafka().topic(), "/", p.kafka().partition()),
-                p.SerializeAsString());
-  }
-  return out;
-}
-
 // Calls ResumeWrites until it stops answering "not yet" (RocksDB's SstFileManager
 // looks at free space every 5 s).
 absl::Status WaitWritable(EventLog* log) {
@@ -112,7 +84,7 @@ std::map<std::string, std::string> Reference(const testing::TempDir& dir) {
   auto swept = h.ingestor().Sweep();
   REQUIRE(swept.ok());
   REQUIRE(*swept > 0);
-  return Dump(h.log());
+  return testing::StoreContents(h.log());
 }
 
 TEST_CASE("storage: a full disk refuses a batch and a sweep whole, and the same process "
@@ -164,10 +136,53 @@ TEST_CASE("storage: a full disk refuses a batch and a sweep whole, and the same 
   REQUIRE(swept.ok());
   CHECK(*swept > 0);
 
-  CHECK(Dump(*log) == Reference(dir));
+  CHECK(testing::StoreContents(*log) == Reference(dir));
   auto verified = VerifyLog(*log);
   REQUIRE(verified.ok());
   CHECK(verified->ok);
+}
+
+TEST_CASE("storage: pipelined - a full disk fails the batch in flight at the next call which "
+          "stores nothing either - and the same process resumes equal to a fault-free run") {
+  testing::TempDir dir;
+  testing::FaultEnv env(rocksdb::Env::Default());
+  testing::HarnessOptions o = Store(dir.Sub("data"), &env);
+  o.pipelined = true;
+  testing::LedgerHarness h(o);
+  EventLog* log = &h.log();
+  Ingestor& ingestor = h.ingestor();
+  REQUIRE(ingestor.IngestBatch(Lines(1, 30)).ok());
+  REQUIRE(ingestor.Flush().ok());
+  const LogHead before = log->head();
+  REQUIRE(before.seq == 31);  // the program, then 30 purchases
+
+  env.Set(Fault::kNoSpace);
+  // Taken, and handed to the commit thread, which the store refuses.
+  REQUIRE(ingestor.IngestBatch(Lines(31, 60)).ok());
+  // The same messages again (a redelivery): decided against the batch in flight
+  // (all duplicates), then refused because that batch failed.
+  auto next = ingestor.IngestBatch(Lines(31, 60));
+  REQUIRE_FALSE(next.ok());
+  CHECK_THAT(std::string(next.status().message()),
+             Catch::Contains("the batch before this one failed to commit"));
+  CHECK(ingestor.Flush().ok());  // nothing in flight now
+  CHECK(log->head().seq == before.seq);
+  CHECK(log->head().hash == before.hash);
+  CHECK(NextOffset(*log) == 30);
+
+  // Room again: the two batches' states were forgotten, so taking 31-60 again
+  // stores what a run without the fault stored.
+  env.Set(Fault::kNone);
+  REQUIRE(WaitWritable(log).ok());
+  auto retried = ingestor.IngestBatch(Lines(31, 60));
+  REQUIRE(retried.ok());
+  CHECK(retried->applied == 30);
+  CHECK(retried->duplicates == 0);
+  auto swept = ingestor.Sweep();  // stores the batch in flight first
+  REQUIRE(swept.ok());
+  CHECK(*swept > 0);
+  CHECK(NextOffset(*log) == 60);
+  CHECK(testing::StoreContents(*log) == Reference(dir));
 }
 
 TEST_CASE("storage: a full disk at the first write after opening is recovered from in-process "
@@ -190,7 +205,7 @@ TEST_CASE("storage: a full disk at the first write after opening is recovered fr
   REQUIRE(ingestor.IngestBatch(Lines(31, 60)).ok());
   auto swept = ingestor.Sweep();
   REQUIRE(swept.ok());
-  CHECK(Dump(*log) == Reference(dir));
+  CHECK(testing::StoreContents(*log) == Reference(dir));
 }
 
 TEST_CASE("storage: a failing device stops writes for good in-process, and a restart takes "
@@ -238,7 +253,7 @@ TEST_CASE("storage: a failing device stops writes for good in-process, and a res
   CHECK(again->duplicates == 30);
   auto swept = ingestor.Sweep();
   REQUIRE(swept.ok());
-  CHECK(Dump(*log) == Reference(dir));
+  CHECK(testing::StoreContents(*log) == Reference(dir));
   auto verified = VerifyLog(*log);
   REQUIRE(verified.ok());
   CHECK(verified->ok);

@@ -58,6 +58,9 @@ struct BenchArgs {
   // background threads run at 19 too): an experiment in leaving the queries the CPU
   // (docs/benchmarks.md, run M). Default 0: the same priority.
   int ingest_nice = 0;
+  // Ingestion pipelined as `loyalty ingest` and `serve` run it (Ingestor::
+  // set_pipelined); --no-pipeline measures it without.
+  bool pipelined = true;
   // Events applied to PostgreSQL (0: the same as events).
   uint64_t postgres_events = 0;
   // The SQL file (tools/bench_postgres.sql); found beside the binary's source when empty.

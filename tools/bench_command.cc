@@ -352,6 +352,9 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--keep-work-dir", args->bench.keep_work_dir, "keep the work directory");
   cmd->add_option("--clients", args->bench.clients, "query concurrency levels")
       ->check(CLI::Range(1, bench::kMaxClients));
+  cmd->add_flag("--no-pipeline{false}", args->bench.pipelined,
+                "ingest each batch before deciding the next (default: pipelined, as "
+                "`loyalty ingest` and `serve` run)");
   cmd->add_option("--ingest-nice", args->bench.ingest_nice,
                   "query: nice value (0-19) of the ingestion beside the queries; above 0 "
                   "RocksDB's background threads run at 19 too (default 0)")

@@ -190,6 +190,16 @@ class BackgroundIngest {
     std::vector<InputMessage> batch;
     uint64_t offset = 0;
     // Stops when told to, when the stream ends, or on an error.
+    // The last batch in flight (pipelined) is stored when the stream stops.
+    struct FlushAtEnd {
+      BackgroundIngest* self;
+      ~FlushAtEnd() {
+        if (absl::Status s = self->ingestor_->Flush(); !s.ok()) {
+          absl::MutexLock lock(&self->mu_);
+          if (self->status_.ok()) self->status_ = s;
+        }
+      }
+    } flush_at_end{this};
     GenerateStream(produce, [&](std::string_view key, std::string_view value) {
       if (stop_) return false;
       InputMessage m;
@@ -273,6 +283,7 @@ absl::StatusOr<BenchResult> RunQueries(const BenchArgs& args, const std::string&
 
   // The same with ingestion running into the log the queries read.
   Ingestor ingestor(log, RealClock(), engine.projector.get());
+  ingestor.set_pipelined(args.pipelined);
   if (args.ingest_nice > 0) LOYALTY_RETURN_IF_ERROR(LowerBackgroundPriority(rocksdb::Env::Default()));
   result.notes["ingest_nice"] = absl::StrCat(args.ingest_nice);
   BackgroundIngest background(&ingestor, args);

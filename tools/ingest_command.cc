@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -31,6 +32,7 @@ struct IngestArgs {
   size_t batch_lines = kDefaultBatchLines;
   bool no_sync = false;
   bool print_commits = false;
+  bool no_pipeline = false;
   std::string program_file;
 };
 
@@ -61,11 +63,27 @@ int RunIngest(const IngestArgs& args) {
     return 1;
   }
   Ingestor ingestor(log->get(), RealClock(), projector->get());
+  // The next batch is read and decided while the last one is written.
+  ingestor.set_pipelined(!args.no_pipeline);
   IngestCounts total;
   Progress progress;
   const auto start = std::chrono::steady_clock::now();
   std::vector<InputMessage> batch;
   batch.reserve(args.batch_lines);
+  // The batch handed to the ingestor last, not known stored until the next call
+  // (or Flush) returns OK: its last line and record.
+  struct Handed {
+    uint64_t line = 0;
+    uint64_t seq = 0;
+  };
+  std::optional<Handed> handed;
+  auto print_commit = [&](const Handed& h) {
+    if (!args.print_commits) return;
+    // Printed only after the batch is durable: a test relies on it.
+    std::printf("committed line=%llu seq=%llu\n", static_cast<unsigned long long>(h.line),
+                static_cast<unsigned long long>(h.seq));
+    std::fflush(stdout);
+  };
   bool more = true;
   while (more) {
     batch.clear();
@@ -78,19 +96,24 @@ int RunIngest(const IngestArgs& args) {
     if (batch.empty()) continue;
     auto counts = ingestor.IngestBatch(batch);
     if (!counts.ok()) {
-      std::fprintf(stderr,
-                   "loyalty ingest: stopped at line %llu, nothing of its batch stored: %s\n",
+      // Pipelined, the failure may be the commit of the batch before this one: the
+      // log says where the stored input ends.
+      auto stored = (*log)->SourcePositionOf(batch.front().source);
+      const std::string up_to =
+          stored.ok() && stored->has_value()
+              ? absl::StrCat("the log holds the input up to line ", (*stored)->file().line())
+              : std::string("the log holds none of this input");
+      std::fprintf(stderr, "loyalty ingest: stopped at line %llu (%s): %s\n",
                    static_cast<unsigned long long>(batch.front().source.file().line()),
-                   std::string(counts.status().message()).c_str());
+                   up_to.c_str(), std::string(counts.status().message()).c_str());
       return 1;
     }
+    if (handed.has_value()) print_commit(*handed);  // stored: this call returned OK
     total.Add(*counts);
-    if (args.print_commits) {
-      // Printed only after the batch is durable: a test may rely on it.
-      std::printf("committed line=%llu seq=%llu\n",
-                  static_cast<unsigned long long>(batch.back().source.file().line()),
-                  static_cast<unsigned long long>((*log)->head().seq));
-      std::fflush(stdout);
+    handed = Handed{batch.back().source.file().line(), counts->last_seq};
+    if (!ingestor.pipelined()) {
+      print_commit(*handed);
+      handed.reset();
     }
     const uint64_t total_bytes = (*reader)->total_bytes();
     progress.Update(absl::StrFormat(
@@ -101,6 +124,12 @@ int RunIngest(const IngestArgs& args) {
             : "",
         total.applied, total.duplicates + total.repeated_dead_letters, total.dead_letters));
   }
+  if (absl::Status s = ingestor.Flush(); !s.ok()) {
+    std::fprintf(stderr, "loyalty ingest: the last batch (to line %llu) was not stored: %s\n",
+                 static_cast<unsigned long long>(handed->line), std::string(s.message()).c_str());
+    return 1;
+  }
+  if (handed.has_value()) print_commit(*handed);
   progress.Done();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -153,6 +182,9 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
                 "do not fsync the WAL per batch (survives a process crash, not an OS crash)");
   cmd->add_flag("--print-commits", args->print_commits,
                 "print 'committed line=N seq=S' after each durable batch");
+  cmd->add_flag("--no-pipeline", args->no_pipeline,
+                "write each batch before reading the next (default: the next batch is "
+                "read and decided while the last one is written)");
   cmd->callback([args, exit_code] { *exit_code = RunIngest(*args); });
 }
 

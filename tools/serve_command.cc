@@ -153,6 +153,9 @@ class IngestLoop {
       absl::StatusOr<size_t> polled = source_->PollOnce();
       absl::Status s = polled.status();
       if (s.ok()) metrics_->Counter("loyalty_messages_taken_total") += static_cast<int64_t>(*polled);
+      // Nothing came: the batch in flight, if any, is waited for, so that what it
+      // stored is counted (and its states may leave memory) without a next batch.
+      if (s.ok() && *polled == 0) s = ingestor_->Flush();
       if (s.ok() && absl::Now() - last_sweep >= sweep_interval_) {
         last_sweep = absl::Now();
         absl::StatusOr<size_t> swept = ingestor_->Sweep();
@@ -181,6 +184,7 @@ class IngestLoop {
         last_report = absl::Now();
         taken_at_report = taken;
       }
+      ReportStored();
       metrics_->Gauge("loyalty_consumer_lag") = source_->lag();
       if (outbox_ != nullptr) {
         metrics_->Gauge("loyalty_outbox_cursor") = static_cast<int64_t>(outbox_->cursor());
@@ -188,7 +192,38 @@ class IngestLoop {
       metrics_->Gauge("loyalty_rebalances") = static_cast<int64_t>(source_->rebalances());
     }
     running_ = false;
+    // The last batch taken (the ingestor is pipelined) is stored before the group
+    // is left; if it cannot be, a restart reads it again from the stored positions.
+    if (absl::Status s = ingestor_->Flush(); !s.ok()) {
+      std::fprintf(stderr, "loyalty serve: the last batch was not stored: %s\n",
+                   std::string(s.message()).c_str());
+    }
+    ReportStored();
     if (source_ != nullptr) source_->Close();
+  }
+
+  // Adds what was stored since the last report to the event counters: counted
+  // once stored, never for a batch whose commit failed.
+  void ReportStored() {
+    const IngestCounts& now = ingestor_->stored();
+    const IngestCounts& was = reported_;
+    Metrics& m = *metrics_;
+    m.Counter("loyalty_events_total", "outcome=\"accepted\"") += now.accepted - was.accepted;
+    m.Counter("loyalty_events_total", "outcome=\"rejected\"") += now.rejected - was.rejected;
+    m.Counter("loyalty_events_total", "outcome=\"dead_letter\"") +=
+        now.dead_letters - was.dead_letters;
+    m.Counter("loyalty_events_total", "outcome=\"duplicate\"") +=
+        now.duplicates + now.repeated_dead_letters - was.duplicates - was.repeated_dead_letters;
+    m.Counter("loyalty_key_mismatches_total") += now.key_mismatches - was.key_mismatches;
+    for (const auto& [reason, n] : now.dead_letters_by_reason) {
+      auto it = was.dead_letters_by_reason.find(reason);
+      const uint64_t before = it == was.dead_letters_by_reason.end() ? 0 : it->second;
+      if (n == before) continue;
+      m.Counter("loyalty_dead_letters_total",
+                absl::StrCat("reason=\"", v1::DeadLetterReason_Name(reason), "\"")) += n - before;
+    }
+    m.Gauge("loyalty_log_length") = static_cast<int64_t>(log_->head().seq);
+    reported_ = now;
   }
 
   // The store refused a write: the batch (or sweep) was aborted whole. The consumer
@@ -198,6 +233,9 @@ class IngestLoop {
     std::fprintf(stderr, "loyalty serve: ingestion paused: %s\n",
                  std::string(fault.message()).c_str());
     SetError(absl::UnavailableError(absl::StrCat("ingestion paused: ", fault.message())));
+    // A batch still in flight fails too, or is stored: either way the new consumer
+    // resumes from what the store holds.
+    ingestor_->Flush().IgnoreError();
     source_->Close();
     source_.reset();
   }
@@ -240,6 +278,7 @@ class IngestLoop {
   const Outbox* outbox_ = nullptr;
   absl::Duration sweep_interval_;
   Metrics* metrics_;
+  IngestCounts reported_;  // the ingestor's stored() as last added to the metrics
   std::atomic<bool> stop_{false};
   std::thread thread_;
   mutable absl::Mutex mu_;
@@ -305,7 +344,9 @@ int RunServe(const ServeArgs& args) {
   metrics.Describe("loyalty_log_length", "records in the event log");
   metrics.Describe("loyalty_log_bytes", "bytes on disk (tables and WAL)");
   metrics.Describe("loyalty_events_total", "input messages by what became of them");
-  metrics.Describe("loyalty_batch_duration_seconds", "time to store one batch");
+  metrics.Describe(
+      "loyalty_batch_duration_seconds",
+      "time to take one batch: decode and decide it, and wait until the one before it is stored");
   metrics.Describe("loyalty_consumer_lag", "messages behind the partitions' ends");
   metrics.Describe("loyalty_rebalances", "consumer group rebalances seen");
   metrics.Describe("loyalty_dead_letters_total", "dead letters by reason");
@@ -360,28 +401,20 @@ int RunServe(const ServeArgs& args) {
     LOYALTY_ASSIGN_OR_RETURN(projector, Projector::Open(writer, *program));
     if (brokers.empty()) return absl::OkStatus();  // queries only
     ingestor = std::make_unique<Ingestor>(writer, RealClock(), projector.get());
+    // A batch is decided while the one before it is written (Ingestor::set_pipelined).
+    ingestor->set_pipelined(true);
     Ingestor* ing = ingestor.get();
-    auto sink = [ing, writer, m](const std::vector<InputMessage>& batch) -> absl::Status {
+    auto sink = [ing, m](const std::vector<InputMessage>& batch) -> absl::Status {
       const auto start = std::chrono::steady_clock::now();
       auto counts = ing->IngestBatch(batch);
       if (!counts.ok()) return counts.status();
       m->Latency("loyalty_batch_duration_seconds")
           .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      m->Counter("loyalty_events_total", "outcome=\"accepted\"") += counts->accepted;
-      m->Counter("loyalty_events_total", "outcome=\"rejected\"") += counts->rejected;
-      m->Counter("loyalty_events_total", "outcome=\"dead_letter\"") += counts->dead_letters;
-      m->Counter("loyalty_events_total", "outcome=\"duplicate\"") +=
-          counts->duplicates + counts->repeated_dead_letters;
-      m->Counter("loyalty_key_mismatches_total") += counts->key_mismatches;
-      for (const auto& [reason, n] : counts->dead_letters_by_reason) {
-        m->Counter("loyalty_dead_letters_total",
-                   absl::StrCat("reason=\"", v1::DeadLetterReason_Name(reason), "\"")) += n;
-      }
-      m->Gauge("loyalty_log_length") = static_cast<int64_t>(writer->head().seq);
+      // The event counters follow what is stored (IngestLoop::ReportStored).
       return absl::OkStatus();
     };
-    IngestLoop::SourceFactory open_source = [kafka, writer, sink] {
-      return KafkaSource::Create(kafka, writer, sink);
+    IngestLoop::SourceFactory open_source = [kafka, writer, sink, ing] {
+      return KafkaSource::Create(kafka, writer, sink, [ing] { return ing->Flush(); });
     };
     LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<KafkaSource> source, open_source());
     loop = std::make_unique<IngestLoop>(std::move(source), open_source, writer, ing,

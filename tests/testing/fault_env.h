@@ -6,12 +6,16 @@
 //     RocksDB's SstFileManager polls before it resumes, says 0 bytes.
 //   kIOError: a failing device. Every append, flush, sync and new file fails with
 //     a plain IOError.
+// It can also make every sync slow (a slow device), so that a write takes a known
+// least time.
 #ifndef LOYALTY_TESTS_TESTING_FAULT_ENV_H_
 #define LOYALTY_TESTS_TESTING_FAULT_ENV_H_
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "rocksdb/env.h"
 
@@ -25,6 +29,8 @@ class FaultEnv final : public rocksdb::EnvWrapper {
   const char* Name() const override { return "LoyaltyFaultEnv"; }
 
   void Set(Fault fault) { fault_ = fault; }
+  // Every sync of a file waits this long first.
+  void SetSyncDelay(std::chrono::milliseconds delay) { sync_delay_ms_ = delay.count(); }
   // Write calls refused so far.
   int refused() const { return refused_; }
 
@@ -59,8 +65,14 @@ class FaultEnv final : public rocksdb::EnvWrapper {
       return env_->failing() ? env_->Refuse() : base_->Append(data, info);
     }
     rocksdb::Status Flush() override { return env_->failing() ? env_->Refuse() : base_->Flush(); }
-    rocksdb::Status Sync() override { return env_->failing() ? env_->Refuse() : base_->Sync(); }
-    rocksdb::Status Fsync() override { return env_->failing() ? env_->Refuse() : base_->Fsync(); }
+    rocksdb::Status Sync() override {
+      env_->Delay();
+      return env_->failing() ? env_->Refuse() : base_->Sync();
+    }
+    rocksdb::Status Fsync() override {
+      env_->Delay();
+      return env_->failing() ? env_->Refuse() : base_->Fsync();
+    }
 
    private:
     std::unique_ptr<rocksdb::WritableFile> base_;
@@ -68,6 +80,11 @@ class FaultEnv final : public rocksdb::EnvWrapper {
   };
 
   bool failing() const { return fault_ != Fault::kNone; }
+  void Delay() const {
+    if (const int64_t ms = sync_delay_ms_; ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    }
+  }
   rocksdb::Status Refuse() {
     ++refused_;
     if (fault_ == Fault::kNoSpace) {
@@ -78,6 +95,7 @@ class FaultEnv final : public rocksdb::EnvWrapper {
 
   std::atomic<Fault> fault_{Fault::kNone};
   std::atomic<int> refused_{0};
+  std::atomic<int64_t> sync_delay_ms_{0};
 };
 
 }  // namespace loyalty::testing

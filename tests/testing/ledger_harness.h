@@ -55,6 +55,8 @@ struct HarnessOptions {
   size_t state_cache_bytes = kDefaultStateCacheBytes;
   size_t order_index_from = kDefaultOrderIndexFrom;
   int serialize_threads = kDefaultSerializeThreads;
+  // Ingestor::set_pipelined: a batch is stored by the next call (or Flush).
+  bool pipelined = false;
   // The prefix of the event ids Event() makes: a second harness on the same store
   // needs another one.
   std::string event_id_prefix = "ev-";
@@ -83,6 +85,7 @@ class LedgerHarness {
     projector_ = std::move(*projector);
     projector_->set_serialize_threads(o.serialize_threads);
     ingestor_ = std::make_unique<Ingestor>(log_.get(), &clock_, projector_.get());
+    ingestor_->set_pipelined(o.pipelined);
   }
 
   // Ingests prepared messages as one batch (any source positions).
@@ -233,6 +236,30 @@ inline std::map<std::string, std::string> ProjectionContents(const EventLog& log
                                return absl::OkStatus();
                              })
               .ok());
+  return out;
+}
+
+// Everything ingestion stores, as bytes: the log records with their chain hashes,
+// the projections and the input positions.
+inline std::map<std::string, std::string> StoreContents(const EventLog& log) {
+  std::map<std::string, std::string> out;
+  REQUIRE(log.Scan(1, UINT64_MAX,
+                   [&](uint64_t seq, std::string_view, std::string_view record,
+                       std::string_view hash) {
+                     out.emplace(absl::StrCat("log/", seq), std::string(record) + std::string(hash));
+                     return absl::OkStatus();
+                   })
+              .ok());
+  for (auto [cf, name] : {std::pair{LogBatch::ProjectionCf::kCustomerState, "state/"},
+                          std::pair{LogBatch::ProjectionCf::kProjectionMeta, "meta/"},
+                          std::pair{LogBatch::ProjectionCf::kDecisionIds, "ids/"}}) {
+    for (const auto& [k, v] : ProjectionContents(log, cf)) out.emplace(name + k, v);
+  }
+  auto positions = log.SourcePositions();
+  REQUIRE(positions.ok());
+  for (size_t i = 0; i < positions->size(); ++i) {
+    out.emplace(absl::StrCat("position/", i), (*positions)[i].SerializeAsString());
+  }
   return out;
 }
 

@@ -1,5 +1,7 @@
 #include "projections/audit.h"
 
+#include <any>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
@@ -25,17 +27,18 @@ absl::Status Fail(AuditReport* report, const std::string& check, uint64_t seq,
   return absl::CancelledError("audit finding");
 }
 
-absl::Time Clock(const v1::LogRecord& record) {
+absl::Time RecordClock(const v1::LogRecord& record) {
   return absl::FromUnixSeconds(record.ingested_at().seconds()) +
          absl::Nanoseconds(record.ingested_at().nanos());
 }
 
-// Check 3 for one record.
+// Check 3 for one record, given its input's verdict now (CheckInput).
 absl::Status CheckValidation(const EventLog& log, uint64_t seq, const v1::LogRecord& record,
-                             const v1::Event* event, AuditReport* report) {
+                             const v1::Event* event, const InputVerdict* verdict,
+                             AuditReport* report) {
   if (record.has_program() || record.has_sweep()) return absl::OkStatus();
-  const InputVerdict v = CheckInput(record.raw(), record.encoding(),
-                                    record.dead_letter().raw_size(), Clock(record));
+  if (verdict == nullptr) return absl::InternalError("no verdict for an input record");
+  const InputVerdict& v = *verdict;
   if (record.has_dead_letter()) {
     ++report->dead_letters;
     const v1::DeadLetterReason reason = record.dead_letter().reason();
@@ -175,16 +178,18 @@ absl::StatusOr<AuditReport> AuditLog(
     }
   }
 
-  // 3 and 4: validation and decisions, in one replay.
+  // 3 and 4: validation and decisions, in one replay. Each input's verdict is
+  // found again ahead of the replay, on its reading thread.
   absl::StatusOr<ReplayResult> replay = ReplayLog(
       log, to, phase("replay"),
       [&](uint64_t seq, const v1::LogRecord& record, const v1::Event*,
-          const v1::Outcome* redecided) -> absl::Status {
+          const v1::Outcome* redecided, const std::any& prepared) -> absl::Status {
         if (seq < options.from_seq) return absl::OkStatus();
         const v1::Event* stored = record.has_applied() && record.applied().has_event()
                                       ? &record.applied().event()
                                       : nullptr;
-        LOYALTY_RETURN_IF_ERROR(CheckValidation(log, seq, record, stored, &report));
+        LOYALTY_RETURN_IF_ERROR(CheckValidation(log, seq, record, stored,
+                                                std::any_cast<InputVerdict>(&prepared), &report));
         if (redecided != nullptr &&
             !SameMessage(*redecided, record.applied().outcome())) {
           return Fail(&report, "decision", seq,
@@ -192,6 +197,11 @@ absl::StatusOr<AuditReport> AuditLog(
                                    "; the rules give ", redecided->ShortDebugString()));
         }
         return absl::OkStatus();
+      },
+      [&](uint64_t seq, const v1::LogRecord& record) -> std::any {
+        if (seq < options.from_seq || record.has_program() || record.has_sweep()) return {};
+        return CheckInput(record.raw(), record.encoding(), record.dead_letter().raw_size(),
+                          RecordClock(record));
       });
   if (!replay.ok()) {
     if (!report.ok) return report;

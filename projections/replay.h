@@ -4,6 +4,7 @@
 #ifndef LOYALTY_PROJECTIONS_REPLAY_H_
 #define LOYALTY_PROJECTIONS_REPLAY_H_
 
+#include <any>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -30,17 +31,27 @@ struct ReplayResult {
   std::string mismatch;
 };
 
+// Work on one record that does not depend on the records before it (the audit
+// decodes each record's raw input again). Runs on the thread that reads ahead of
+// the replay (see ReplayLog); what it returns goes to the hook with the record.
+using ReplayPrepare = std::function<std::any(uint64_t seq, const v1::LogRecord& record)>;
+
 // Called for every record replayed, after it was decided (`redecided` is null for
-// records that are not applied events). An error stops the replay.
+// records that are not applied events), with what `prepare` returned for it (empty
+// without one). An error stops the replay.
 using ReplayHook = std::function<absl::Status(uint64_t seq, const v1::LogRecord& record,
                                               const v1::Event* event,
-                                              const v1::Outcome* redecided)>;
+                                              const v1::Outcome* redecided,
+                                              const std::any& prepared)>;
 
 // Replays records [1, to_seq] of `log`. `progress`, if set, is called now and then
-// with the records done.
+// with the records done. A second thread reads the records ahead, parses them and
+// their events, and runs `prepare` on each; the decisions stay on the calling
+// thread, in order.
 absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                                        const std::function<void(uint64_t)>& progress = {},
-                                       const ReplayHook& hook = {});
+                                       const ReplayHook& hook = {},
+                                       const ReplayPrepare& prepare = {});
 
 struct RebuildReport {
   uint64_t records = 0;

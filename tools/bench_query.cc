@@ -189,7 +189,6 @@ class BackgroundIngest {
     produce.format = ProduceFormat::kProtobuf;
     std::vector<InputMessage> batch;
     uint64_t offset = 0;
-    // Stops when told to, when the stream ends, or on an error.
     // The last batch in flight (pipelined) is stored when the stream stops.
     struct FlushAtEnd {
       BackgroundIngest* self;
@@ -200,6 +199,7 @@ class BackgroundIngest {
         }
       }
     } flush_at_end{this};
+    // Stops when told to, when the stream ends, or on an error.
     GenerateStream(produce, [&](std::string_view key, std::string_view value) {
       if (stop_) return false;
       InputMessage m;

@@ -3,20 +3,18 @@
 // decision ids must be those of ingestion one batch at a time, byte for byte.
 #include <catch2/catch.hpp>
 
-#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/event_codec.h"
 #include "engine/event_log.h"
 #include "engine/ingestor.h"
 #include "projections/projector.h"
 #include "projections/replay.h"
-#include "engine/event_codec.h"
 #include "tests/testing/fault_env.h"
 #include "tests/testing/ledger_harness.h"
-#include "tests/testing/raw_db.h"
 #include "tools/produce.h"
 
 namespace loyalty {
@@ -63,12 +61,11 @@ std::vector<std::vector<InputMessage>> Batches(uint64_t seed) {
       for (const InputMessage& m : batches.back()) {
         auto event = DecodeEvent(m.raw, v1::ENCODING_JSON);
         if (!event.ok() || event->event_id().empty()) continue;
-        InputMessage conflict = batch.back();
+        InputMessage conflict = batch.back();  // at the same input position
         conflict.raw = absl::StrCat(R"({"eventId":")", event->event_id(),
                                     R"(","customerId":"c-x","occurredAt":"2025-06-01T00:00:00Z",)",
                                     R"("purchase":{"orderId":"o-x","amountMinor":500,)",
                                     R"("currency":"EUR"}})");
-        conflict.source.mutable_file()->set_line(batch.back().source.file().line());
         batch.push_back(std::move(conflict));
         break;
       }

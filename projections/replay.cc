@@ -161,7 +161,6 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
   MapStates states(&result.states, &result.decision_ids);
   DueIndex due;  // as the live sweep's, so a sweep looks only at the customers due
   std::unique_ptr<Rules> rules;
-  const std::any none;
   auto replay_one = [&](ReadAhead& item) -> absl::Status {
     const uint64_t seq = item.seq;
     const v1::LogRecord& record = item.record;

@@ -42,7 +42,10 @@ struct IngestStats {
 
 // Fills the figures every ingest scenario reports.
 void ReportIngest(IngestStats& stats, double seconds, const std::string& data_dir,
-                  BenchResult* result) {
+                  bool pipelined, BenchResult* result) {
+  // A pipelined batch's latency is the time to take it (decode, decide, and wait
+  // for the batch before it to be stored), not to store it.
+  result->notes["pipelined"] = pipelined ? "yes" : "no";
   result->figures["messages"] = static_cast<double>(stats.taken.load());
   result->figures["appended"] = static_cast<double>(stats.counts.appended());
   result->figures["accepted"] = static_cast<double>(stats.counts.accepted);
@@ -122,10 +125,7 @@ absl::StatusOr<BenchResult> RunIngestFile(const BenchArgs& args, const std::stri
     result.series["throughput"] = sampler.Rows();
     result.figures["log_records"] = static_cast<double>(log->head().seq);
   }
-  ReportIngest(stats, seconds, data_dir, &result);
-  // A pipelined batch's latency is the time to take it (decode, decide, and wait
-  // for the batch before it to be stored), not to store it.
-  result.notes["pipelined"] = args.pipelined ? "yes" : "no";
+  ReportIngest(stats, seconds, data_dir, args.pipelined, &result);
   result.notes["input"] = input;
   LOYALTY_RETURN_IF_ERROR(
       ReportDisk(data_dir, static_cast<uint64_t>(result.figures["log_records"]), &result));
@@ -235,10 +235,7 @@ absl::StatusOr<BenchResult> RunIngestKafka(const BenchArgs& args, bool json,
                                                       wall_seconds, " s"));
     }
   }
-  ReportIngest(stats, seconds, data_dir, &result);
-  // A pipelined batch's latency is the time to take it (decode, decide, and wait
-  // for the batch before it to be stored), not to store it.
-  result.notes["pipelined"] = args.pipelined ? "yes" : "no";
+  ReportIngest(stats, seconds, data_dir, args.pipelined, &result);
   result.figures["wall_seconds_with_group_join"] = wall_seconds;
   LOYALTY_RETURN_IF_ERROR(
       ReportDisk(data_dir, static_cast<uint64_t>(result.figures["log_records"]), &result));

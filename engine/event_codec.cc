@@ -65,6 +65,12 @@ bool SameMessage(const google::protobuf::Message& a, const google::protobuf::Mes
          SerializeDeterministic(a) == SerializeDeterministic(b);
 }
 
+absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record) {
+  if (!record.has_applied()) return absl::InvalidArgumentError("not an applied event");
+  if (record.applied().has_event()) return record.applied().event();
+  return DecodeEvent(record.raw(), v1::ENCODING_PROTOBUF);
+}
+
 std::string CanonicalEncoding(const v1::Event& event) {
   // Unknown fields never reach here: DecodeEvent drops them (JSON ignores them,
   // binary clears them), so the deterministic encoding is canonical.

@@ -21,6 +21,10 @@ v1::Encoding DetectEncoding(std::string_view raw, bool json_content_type);
 // the wrong type, or the timestamp is not a valid RFC 3339 time.
 absl::StatusOr<v1::Event> DecodeEvent(std::string_view raw, v1::Encoding encoding);
 
+// The event an applied record holds: its stored copy, or its raw bytes decoded
+// when they are the event's canonical protobuf encoding and no copy is kept.
+absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record);
+
 // The deterministic protobuf encoding of `event` without unknown fields: equal
 // events (rules.md section 10: "the same content") have equal encodings.
 std::string CanonicalEncoding(const v1::Event& event);

@@ -198,11 +198,9 @@ uint64_t LogBatch::Append(v1::LogRecord* record) {
   return seq;
 }
 
-void LogBatch::IndexEventId(std::string_view event_id, uint64_t seq,
-                            std::string_view content_digest) {
+void LogBatch::IndexEventId(std::string_view event_id, uint64_t seq) {
   std::string value;
   internal::PutBigEndian64(&value, seq);
-  value.append(content_digest);
   event_id_puts_.emplace_back(std::string(event_id), std::move(value));
 }
 
@@ -643,8 +641,10 @@ absl::Status EventLog::LookupEventIds(const std::vector<std::string_view>& event
     if (statuses[i].IsNotFound()) continue;
     LOYALTY_RETURN_IF_ERROR(FromRocks(statuses[i], "looking up an event id"));
     std::string_view v = values[i].ToStringView();
+    // Stores written before 2026-12-03 keep a 16-byte content digest after the
+    // sequence number; it is not needed (the record holds the content).
     if (v.size() < 8) return absl::DataLossError("malformed event-id index entry");
-    (*out)[i] = EventIdEntry{internal::GetBigEndian64(v), std::string(v.substr(8))};
+    (*out)[i] = EventIdEntry{internal::GetBigEndian64(v)};
   }
   return absl::OkStatus();
 }

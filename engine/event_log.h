@@ -79,10 +79,10 @@ struct LogHead {
   Sha256Digest hash{};
 };
 
-// What the event-id index holds for an applied event.
+// What the event-id index holds for an applied event: the record that applied it.
+// (Its content is the record's: a repeat of the id is compared with the record.)
 struct EventIdEntry {
   uint64_t seq = 0;
-  std::string content_digest;
 };
 
 // What the dead-letter index holds for a dead letter at an input position.
@@ -105,8 +105,7 @@ class LogBatch {
   uint64_t Append(v1::LogRecord* record);
 
   // Index entries for the records appended above.
-  void IndexEventId(std::string_view event_id, uint64_t seq,
-                    std::string_view content_digest);
+  void IndexEventId(std::string_view event_id, uint64_t seq);
   void IndexCustomer(std::string_view customer_id, uint64_t seq);
   void IndexDeadLetter(const v1::SourcePosition& position, uint64_t seq,
                        std::string_view raw_sha256);

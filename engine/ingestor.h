@@ -75,6 +75,11 @@ struct InputVerdict {
 InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t full_size,
                         absl::Time clock);
 
+// The content digest of the event applied by record `seq` (what a repeat of its
+// event id is compared with). DataLoss if the record is missing or applied none.
+absl::StatusOr<std::string> AppliedDigest(const EventLog& log, uint64_t seq,
+                                          const LogSnapshot* snapshot = nullptr);
+
 // What turns applied events into decisions and projection state, in the same
 // batch as the records (the projections implement it).
 class EventProcessor {

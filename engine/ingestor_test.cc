@@ -251,6 +251,24 @@ TEST_CASE("the same content in another spelling is a duplicate, not a conflict")
   REQUIRE(h.log().head().seq == 1);
 }
 
+TEST_CASE("a repeat is compared with a stored event kept only as its raw protobuf") {
+  // Proves: the event-id index keeps only the record's sequence number; a later
+  // batch's repeat is compared with the event decoded from the stored record, also
+  // when the record keeps no copy of it (raw was the canonical protobuf encoding).
+  Harness h;
+  auto ev = DecodeEvent(kPurchase, v1::ENCODING_JSON);
+  REQUIRE(ev.ok());
+  const std::string bin = CanonicalEncoding(*ev);
+  REQUIRE(h.Ingest({bin}).applied == 1);
+  REQUIRE_FALSE(h.Last().applied().has_event());
+  REQUIRE(h.Ingest({kPurchase}).duplicates == 1);
+  v1::Event changed = *ev;
+  changed.mutable_purchase()->set_amount_minor(12551);
+  IngestCounts c = h.Ingest({CanonicalEncoding(changed)});
+  REQUIRE(c.dead_letters_by_reason[v1::EVENT_ID_CONFLICT] == 1);
+  REQUIRE(h.log().head().seq == 2);
+}
+
 TEST_CASE("same event_id with different content is EVENT_ID_CONFLICT, in and across batches") {
   // Proves: the id is reserved by the first applied event; a different body with the
   // same id is a dead letter whether it comes in the same batch or later.

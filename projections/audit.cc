@@ -50,8 +50,15 @@ absl::Status CheckValidation(const EventLog& log, uint64_t seq, const v1::LogRec
       }
       std::vector<std::optional<EventIdEntry>> found;
       LOYALTY_RETURN_IF_ERROR(log.LookupEventIds({v.event.event_id()}, &found));
-      if (!found[0].has_value() || found[0]->seq >= seq ||
-          found[0]->content_digest == v.digest) {
+      std::string earlier;
+      if (found[0].has_value() && found[0]->seq < seq) {
+        absl::StatusOr<std::string> digest = AppliedDigest(log, found[0]->seq);
+        if (!digest.ok()) {
+          return Fail(report, "validation", seq, std::string(digest.status().message()));
+        }
+        earlier = *std::move(digest);
+      }
+      if (earlier.empty() || earlier == v.digest) {
         return Fail(report, "validation", seq,
                     absl::StrCat("EVENT_ID_CONFLICT, but no earlier event '", v.event.event_id(),
                                  "' with other content is indexed"));
@@ -84,7 +91,7 @@ absl::Status CheckValidation(const EventLog& log, uint64_t seq, const v1::LogRec
   }
   std::vector<std::optional<EventIdEntry>> found;
   LOYALTY_RETURN_IF_ERROR(log.LookupEventIds({v.event.event_id()}, &found));
-  if (!found[0].has_value() || found[0]->seq != seq || found[0]->content_digest != v.digest) {
+  if (!found[0].has_value() || found[0]->seq != seq) {
     return Fail(report, "validation", seq,
                 absl::StrCat("the event-id index does not hold event '", v.event.event_id(),
                              "' at this record (applied twice, or the index was altered)"));

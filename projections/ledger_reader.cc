@@ -85,12 +85,6 @@ bool ParseRecordEntries(std::string_view bytes, std::vector<v1::LedgerEntry>* en
   return fields(v1::LogRecord::kAppliedFieldNumber, applied) && in.ExpectAtEnd();
 }
 
-absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record) {
-  if (!record.has_applied()) return absl::InvalidArgumentError("not an applied event");
-  if (record.applied().has_event()) return record.applied().event();
-  return DecodeEvent(record.raw(), v1::ENCODING_PROTOBUF);
-}
-
 absl::StatusOr<std::optional<v1::CustomerState>> LedgerReader::Current(
     const std::string& customer_id) const {
   auto stored = log_->GetProjection(LogBatch::ProjectionCf::kCustomerState, customer_id, snapshot_);

@@ -60,9 +60,6 @@ bool ParseLedgerOnly(std::string_view bytes, v1::LedgerState* ledger);
 // and the event are most of a record's bytes. False if the bytes do not decode.
 bool ParseRecordEntries(std::string_view record_bytes, std::vector<v1::LedgerEntry>* entries);
 
-// The event a record holds (decoding raw when the record keeps no copy).
-absl::StatusOr<v1::Event> RecordEvent(const v1::LogRecord& record);
-
 }  // namespace loyalty
 
 #endif  // LOYALTY_PROJECTIONS_LEDGER_READER_H_

@@ -45,7 +45,13 @@ class StoreListener final : public rocksdb::EventListener {
 namespace {
 
 constexpr char kFormatKey[] = "format";
-constexpr char kFormatValue[] = "loyalty-log-v1";
+// Format 1 stored every record with its chain hash; format 2 (new stores since
+// 2026-12-03) only the last record of each batch (docs/log-format.md).
+constexpr char kFormat1[] = "loyalty-log-v1";
+constexpr char kFormat2[] = "loyalty-log-v2";
+constexpr int kNewStoreFormat = 2;
+
+const char* FormatValue(int format) { return format == 1 ? kFormat1 : kFormat2; }
 
 constexpr char kLogCf[] = "log";
 constexpr char kEventIdsCf[] = "event_ids";
@@ -168,6 +174,24 @@ rocksdb::ReadOptions Ro(const LogSnapshot* snapshot) {
   return ro;
 }
 
+// The head of a log whose iterator `it` is at its last record (or invalid: empty).
+absl::StatusOr<LogHead> HeadAt(int format, rocksdb::Iterator* it) {
+  LogHead head;
+  if (it->Valid()) {
+    auto seq = internal::ParseSeqKey(it->key().ToStringView());
+    std::string_view record, hash;
+    if (!seq.has_value() || !SplitLogValue(format, it->value().ToStringView(), &record, &hash) ||
+        hash.empty()) {
+      return absl::DataLossError(
+          "the last log record is malformed or carries no chain hash; run `loyalty replay verify`");
+    }
+    head.seq = *seq;
+    std::copy_n(hash.data(), kChainHashBytes, head.hash.begin());
+  }
+  LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the log head"));
+  return head;
+}
+
 }  // namespace
 
 LogSnapshot::~LogSnapshot() { db_->ReleaseSnapshot(snapshot_); }
@@ -189,12 +213,23 @@ LogBatch& LogBatch::operator=(LogBatch&&) = default;
 uint64_t LogBatch::Append(v1::LogRecord* record) {
   const uint64_t seq = next_seq_++;
   record->set_seq(seq);
-  std::string value = SerializeDeterministic(*record);
-  head_hash_ = Sha256Of2(DigestView(head_hash_), value);
-  value.append(DigestView(head_hash_));
+  const std::string bytes = SerializeDeterministic(*record);
+  head_hash_ = Sha256Of2(DigestView(head_hash_), bytes);
   // A rocksdb::WriteBatch::Put into memory fails only past its 4 GiB size limit,
   // which batches bounded by the ingest limits never reach.
-  write_batch_->Put(log_->log_cf_, internal::SeqKey(seq), value).PermitUncheckedError();
+  if (log_->format_ == 1) {
+    std::string value = bytes;
+    value.append(DigestView(head_hash_));
+    write_batch_->Put(log_->log_cf_, internal::SeqKey(seq), value).PermitUncheckedError();
+    return seq;
+  }
+  // Format 2: the record before this one is not the batch's last; it is stored
+  // without its hash (Commit stores the last one's).
+  if (!last_value_.empty()) {
+    write_batch_->Put(log_->log_cf_, internal::SeqKey(seq - 1), last_value_).PermitUncheckedError();
+  }
+  last_value_.assign(1, kValueWithoutHash);
+  last_value_.append(bytes);
   return seq;
 }
 
@@ -350,11 +385,16 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
     }
   } else if (!s.ok()) {
     return FromRocks(s, "reading the log format");
-  } else if (format != kFormatValue) {
+  } else if (format == kFormat1) {
+    log->format_ = 1;
+  } else if (format == kFormat2) {
+    log->format_ = 2;
+  } else {
     return absl::FailedPreconditionError(absl::StrCat(
         options.data_dir, " holds a log of format '", format, "'; this engine reads '",
-        kFormatValue, "'"));
+        kFormat1, "' and '", kFormat2, "'"));
   }
+  if (!initialized) log->format_ = kNewStoreFormat;
 
   std::string generation;
   s = log->db_->Get(rocksdb::ReadOptions(), log->handles_[0], kGenerationKey, &generation);
@@ -419,7 +459,8 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
     rocksdb::WriteOptions wo;
     wo.sync = true;
     LOYALTY_RETURN_IF_ERROR(FromRocks(
-        log->db_->Put(wo, log->handles_[0], kFormatKey, kFormatValue), "initializing the log"));
+        log->db_->Put(wo, log->handles_[0], kFormatKey, FormatValue(log->format_)),
+        "initializing the log"));
   }
   LOYALTY_RETURN_IF_ERROR(log->LoadHead());
   if (!options.read_only) LOYALTY_RETURN_IF_ERROR(log->GuardMemtable());
@@ -458,7 +499,7 @@ absl::Status EventLog::Write(rocksdb::WriteBatch* batch, bool sync, std::string_
 absl::Status EventLog::GuardMemtable() {
   rocksdb::WriteOptions wo;
   wo.disableWAL = true;
-  return FromRocks(db_->Put(wo, handles_[0], kFormatKey, kFormatValue),
+  return FromRocks(db_->Put(wo, handles_[0], kFormatKey, FormatValue(format_)),
                    "writing the format key to the memtable");
 }
 
@@ -521,17 +562,7 @@ absl::Status EventLog::ResumeWrites() {
 absl::Status EventLog::LoadHead() {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log_cf_));
   it->SeekToLast();
-  LogHead head;
-  if (it->Valid()) {
-    auto seq = internal::ParseSeqKey(it->key().ToStringView());
-    if (!seq.has_value() || it->value().size() < kChainHashBytes) {
-      return absl::DataLossError("the last log record is malformed; run `loyalty replay verify`");
-    }
-    head.seq = *seq;
-    std::copy_n(it->value().data() + it->value().size() - kChainHashBytes, kChainHashBytes,
-                head.hash.begin());
-  }
-  LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the log head"));
+  LOYALTY_ASSIGN_OR_RETURN(LogHead head, HeadAt(format_, it.get()));
   absl::MutexLock lock(&head_mu_);
   head_ = head;
   return absl::OkStatus();
@@ -550,16 +581,7 @@ absl::StatusOr<std::unique_ptr<LogSnapshot>> EventLog::TakeSnapshot() const {
   rocksdb::ReadOptions ro = Ro(snap.get());
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, log_cf_));
   it->SeekToLast();
-  if (it->Valid()) {
-    auto seq = internal::ParseSeqKey(it->key().ToStringView());
-    if (!seq.has_value() || it->value().size() < kChainHashBytes) {
-      return absl::DataLossError("the last log record is malformed");
-    }
-    snap->head_.seq = *seq;
-    std::copy_n(it->value().data() + it->value().size() - kChainHashBytes, kChainHashBytes,
-                snap->head_.hash.begin());
-  }
-  LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the log head"));
+  LOYALTY_ASSIGN_OR_RETURN(snap->head_, HeadAt(format_, it.get()));
   return snap;
 }
 
@@ -597,6 +619,14 @@ absl::Status EventLog::Commit(LogBatch batch) {
         "batch starts at ", batch.first_seq_, " but the head is ", before.seq));
   }
   rocksdb::WriteBatch* wb = batch.write_batch_.get();
+  if (!batch.last_value_.empty()) {
+    // Format 2: the batch's last record carries the chain hash, so the log's last
+    // record always does.
+    batch.last_value_[0] = kValueWithHash;
+    batch.last_value_.append(DigestView(batch.head_hash_));
+    wb->Put(log_cf_, internal::SeqKey(batch.last_seq()), batch.last_value_)
+        .PermitUncheckedError();  // in-memory batch
+  }
   // Sorted index keys let the memtable reuse its insertion point between puts.
   std::sort(batch.event_id_puts_.begin(), batch.event_id_puts_.end());
   for (const auto& [k, v] : batch.event_id_puts_) {
@@ -723,15 +753,62 @@ absl::Status EventLog::Scan(uint64_t from, uint64_t to, const ScanFn& fn,
     std::string_view value = it->value().ToStringView();
     auto seq = internal::ParseSeqKey(key);
     std::string_view record, hash;
-    if (value.size() >= kChainHashBytes) {
-      record = value.substr(0, value.size() - kChainHashBytes);
-      hash = value.substr(value.size() - kChainHashBytes);
-    } else {
-      record = value;
+    if (!SplitLogValue(format_, value, &record, &hash)) {
+      return absl::DataLossError(
+          absl::StrCat("the stored value of record ", seq.value_or(0), " is malformed"));
     }
     LOYALTY_RETURN_IF_ERROR(fn(seq.value_or(0), key, record, hash));
   }
   return FromRocks(it->status(), "reading the log");
+}
+
+absl::StatusOr<Sha256Digest> EventLog::ChainHashAt(uint64_t seq,
+                                                   const LogSnapshot* snapshot) const {
+  // Back from `seq` to the nearest record stored with its hash (or the start),
+  // then forward, hashing.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(Ro(snapshot), log_cf_));
+  it->SeekForPrev(internal::SeqKey(seq));
+  std::vector<std::string> after;  // records after the stored hash, newest first
+  Sha256Digest hash{};
+  bool found = false;
+  for (; it->Valid(); it->Prev()) {
+    auto at = internal::ParseSeqKey(it->key().ToStringView());
+    std::string_view record, stored;
+    if (!at.has_value() || !SplitLogValue(format_, it->value().ToStringView(), &record, &stored)) {
+      return absl::DataLossError("a log record is malformed; run `loyalty replay verify`");
+    }
+    if (!found && *at != seq) return absl::NotFoundError(absl::StrCat("no record ", seq));
+    found = true;
+    if (!stored.empty()) {
+      std::copy_n(stored.data(), kChainHashBytes, hash.begin());
+      break;
+    }
+    after.emplace_back(record);
+  }
+  LOYALTY_RETURN_IF_ERROR(FromRocks(it->status(), "reading the log"));
+  if (!found) return absl::NotFoundError(absl::StrCat("no record ", seq));
+  for (auto r = after.rbegin(); r != after.rend(); ++r) hash = Sha256Of2(DigestView(hash), *r);
+  return hash;
+}
+
+bool SplitLogValue(int format, std::string_view value, std::string_view* record,
+                   std::string_view* hash) {
+  if (format == 1) {
+    if (value.size() < kChainHashBytes) return false;
+    *record = value.substr(0, value.size() - kChainHashBytes);
+    *hash = value.substr(value.size() - kChainHashBytes);
+    return true;
+  }
+  if (value.empty()) return false;
+  if (value[0] == kValueWithoutHash) {
+    *record = value.substr(1);
+    *hash = {};
+    return true;
+  }
+  if (value[0] != kValueWithHash || value.size() < 1 + kChainHashBytes) return false;
+  *record = value.substr(1, value.size() - 1 - kChainHashBytes);
+  *hash = value.substr(value.size() - kChainHashBytes);
+  return true;
 }
 
 absl::StatusOr<v1::LogRecord> EventLog::Read(uint64_t seq, const LogSnapshot* snapshot) const {
@@ -740,8 +817,9 @@ absl::StatusOr<v1::LogRecord> EventLog::Read(uint64_t seq, const LogSnapshot* sn
   if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat("no record ", seq));
   LOYALTY_RETURN_IF_ERROR(FromRocks(s, "reading a record"));
   v1::LogRecord record;
-  if (value.size() < kChainHashBytes ||
-      !record.ParseFromArray(value.data(), static_cast<int>(value.size() - kChainHashBytes))) {
+  std::string_view bytes, hash;
+  if (!SplitLogValue(format_, value, &bytes, &hash) ||
+      !record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return absl::DataLossError(absl::StrCat("record ", seq, " does not decode"));
   }
   return record;

@@ -140,6 +140,9 @@ class LogBatch {
   uint64_t next_seq_;
   Sha256Digest head_hash_;
   std::unique_ptr<rocksdb::WriteBatch> write_batch_;
+  // Format 2: the last record appended, stored at Commit with the batch's head hash
+  // (every record before it is stored without one as the next is appended).
+  std::string last_value_;
   std::vector<std::pair<std::string, std::string>> event_id_puts_;
   std::map<std::string, std::vector<uint64_t>> customer_seqs_;
   std::map<std::string, std::string> source_positions_;
@@ -247,12 +250,24 @@ class EventLog {
 
   // Calls `fn(seq, record_bytes, chain_hash)` for each stored record with
   // from <= seq <= to, in order, until fn returns an error (returned as is).
+  // `chain_hash` is the hash stored with the record: every record's in format 1,
+  // the last record of each batch's in format 2 (docs/log-format.md), else empty.
   // Reads raw storage: it does not check sequence or chain (see VerifyLog).
   using ScanFn = std::function<absl::Status(uint64_t seq, std::string_view key,
                                             std::string_view record_bytes,
                                             std::string_view chain_hash)>;
   absl::Status Scan(uint64_t from, uint64_t to, const ScanFn& fn,
                     const LogSnapshot* snapshot = nullptr) const;
+
+  // The chain hash of record `seq`: stored, or computed from the nearest stored hash
+  // before it (format 2). NotFound if there is no record `seq`. It does not check
+  // the chain (see VerifyLog).
+  absl::StatusOr<Sha256Digest> ChainHashAt(uint64_t seq,
+                                           const LogSnapshot* snapshot = nullptr) const;
+
+  // Whether every record is stored with its chain hash (format 1) rather than only
+  // the last record of each batch (format 2).
+  bool hash_every_record() const { return format_ == 1; }
 
   // One record, parsed. NotFound if there is none.
   absl::StatusOr<v1::LogRecord> Read(uint64_t seq, const LogSnapshot* snapshot = nullptr) const;
@@ -336,6 +351,7 @@ class EventLog {
   absl::StatusOr<uint64_t> CurrentWalNumber() const;
 
   LogOptions options_;
+  int format_ = 2;  // the store's format (docs/log-format.md): 1 or 2
   std::string secondary_dir_;  // read_only: RocksDB's secondary directory
   std::unique_ptr<rocksdb::DB> db_;
   // Guards the projection generation in force and the handles list, which a
@@ -384,9 +400,17 @@ class EventLog {
   mutable absl::CondVar head_moved_;
 };
 
-// The stored value of a log record: the record's deterministic encoding followed by
-// its 32-byte chain hash.
+// The length of a chain hash (SHA-256).
 inline constexpr size_t kChainHashBytes = 32;
+
+// A stored log value split into the record's encoding and the chain hash stored
+// with it (empty if none). Format 1: the record followed by its hash. Format 2: one
+// byte, kValueWithHash or kValueWithoutHash, then the record, then the hash if the
+// byte says so. False if the value is malformed.
+inline constexpr char kValueWithoutHash = 0;
+inline constexpr char kValueWithHash = 1;
+bool SplitLogValue(int format, std::string_view value, std::string_view* record,
+                   std::string_view* hash);
 
 }  // namespace loyalty
 

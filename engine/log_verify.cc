@@ -14,6 +14,9 @@ absl::StatusOr<VerifyReport> VerifyLog(const EventLog& log,
   uint64_t expected = 1;
   Sha256Digest prev{};
   v1::LogRecord record;
+  // The first record not yet covered by a stored hash that was found equal.
+  uint64_t unproved_from = 1;
+  bool last_has_hash = true;
   auto fail = [&](uint64_t seq, std::string problem) {
     report.ok = false;
     report.first_bad_seq = seq;
@@ -36,7 +39,7 @@ absl::StatusOr<VerifyReport> VerifyLog(const EventLog& log,
                                                    " is missing (next is ", seq, ")")
                                     : absl::StrCat("sequence ", seq, " out of order"));
         }
-        if (hash.size() != kChainHashBytes) {
+        if (hash.empty() && log.hash_every_record()) {
           return fail(seq, "the stored value is too short to hold a chain hash");
         }
         if (!record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
@@ -45,30 +48,44 @@ absl::StatusOr<VerifyReport> VerifyLog(const EventLog& log,
         if (record.seq() != seq) {
           return fail(seq, absl::StrCat("the record says it is sequence ", record.seq()));
         }
-        const Sha256Digest computed = Sha256Of2(DigestView(prev), bytes);
-        if (std::memcmp(computed.data(), hash.data(), kChainHashBytes) != 0) {
-          return fail(seq, absl::StrCat("chain hash mismatch: stored ", DigestHex(hash),
-                                        ", computed ", DigestHex(DigestView(computed))));
-        }
-        prev = computed;
-        report.head.seq = seq;
-        report.head.hash = computed;
-        ++report.records;
+        prev = Sha256Of2(DigestView(prev), bytes);
         ++expected;
-        if (progress && (report.records & 0xffff) == 0) progress(report.records);
+        last_has_hash = !hash.empty();
+        if (!hash.empty()) {
+          if (std::memcmp(prev.data(), hash.data(), kChainHashBytes) != 0) {
+            return fail(unproved_from,
+                        absl::StrCat("chain hash mismatch at sequence ", seq, ": stored ",
+                                     DigestHex(hash), ", computed ", DigestHex(DigestView(prev)),
+                                     unproved_from == seq
+                                         ? std::string()
+                                         : absl::StrCat(" (a record from ", unproved_from,
+                                                        " to ", seq, " differs)")));
+          }
+          report.head.seq = seq;
+          report.head.hash = prev;
+          report.records = seq;
+          unproved_from = seq + 1;
+        }
+        if (progress && (seq & 0xffff) == 0) progress(seq);
         return absl::OkStatus();
       });
+  if (report.ok && s.ok() && !last_has_hash) {
+    fail(unproved_from, absl::StrCat("the last record, ", expected - 1,
+                                     ", carries no chain hash (records from ", unproved_from,
+                                     " on are not covered by one)"))
+        .IgnoreError();
+  }
   if (!report.ok) return report;
   if (absl::IsDataLoss(s) || absl::IsInternal(s)) {
     // RocksDB found a block that fails its checksum or cannot be read.
     report.ok = false;
     report.first_bad_seq = expected;
-    report.problem = absl::StrCat("storage error at or after sequence ", expected, ": ",
-                                  s.message());
+    report.problem = absl::StrCat("storage error or malformed value at or after sequence ",
+                                  expected, ": ", s.message());
     return report;
   }
   if (!s.ok()) return s;
-  if (progress) progress(report.records);
+  if (progress) progress(expected - 1);
   return report;
 }
 

@@ -13,16 +13,21 @@
 namespace loyalty {
 
 struct VerifyReport {
-  uint64_t records = 0;       // records checked
-  LogHead head;               // the last good record
+  uint64_t records = 0;       // records proved (up to the last good stored hash)
+  LogHead head;               // the last record proved
   bool ok = true;
-  uint64_t first_bad_seq = 0;  // when !ok: the first sequence number that fails
+  // When !ok: the first sequence number that fails. A stored hash that differs
+  // from the computed one names the first record it covers alone: the one after
+  // the previous stored hash (in format 2 hashes are stored per batch, so the
+  // altered record is one of that batch's, up to the sequence `problem` names).
+  uint64_t first_bad_seq = 0;
   std::string problem;         // when !ok: what differs
 };
 
 // Walks the whole log from sequence 1 and checks that the sequence is gapless,
-// that every record decodes and carries its own sequence number, and that every
-// stored chain hash equals SHA-256(previous hash || record). `progress`, if set, is
+// that every record decodes and carries its own sequence number, that every
+// stored chain hash equals SHA-256(previous hash || record), and that the last
+// record carries its hash (docs/log-format.md). `progress`, if set, is
 // called now and then with the records checked so far. An error status means the
 // log could not be read at all (an unreadable block is reported as a failed check).
 absl::StatusOr<VerifyReport> VerifyLog(const EventLog& log,

@@ -169,13 +169,10 @@ absl::StatusOr<AuditReport> AuditLog(
           .IgnoreError();
       return report;
     }
-    std::string stored;
-    LOYALTY_RETURN_IF_ERROR(log.Scan(options.digest_seq, options.digest_seq,
-                                     [&](uint64_t, std::string_view, std::string_view,
-                                         std::string_view hash) {
-                                       stored = DigestHex(hash);
-                                       return absl::OkStatus();
-                                     }));
+    // The chain up to the head was proved above, so the hash at digest_seq is
+    // the one the chain gives there.
+    LOYALTY_ASSIGN_OR_RETURN(Sha256Digest at, log.ChainHashAt(options.digest_seq));
+    const std::string stored = DigestHex(DigestView(at));
     if (stored != options.digest_hash_hex) {
       Fail(&report, "digest", options.digest_seq,
            absl::StrCat("the kept digest is ", options.digest_hash_hex, " but the log now has ",

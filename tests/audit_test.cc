@@ -36,21 +36,18 @@ void Scenario(LedgerHarness& h) {
 }
 
 // Rewrites record `seq` with `mutate` and recomputes the chain from it to the end,
-// as a forger who controls the storage would.
+// as a forger who controls the storage would (the store is of format 2: a hash is
+// stored with each batch's last record).
 void Rewrite(const std::string& dir, uint64_t seq, const std::function<void(v1::LogRecord*)>& mutate) {
   testing::EditRaw(dir, [&](rocksdb::DB* db, testing::RawCfs& cf) {
     rocksdb::ColumnFamilyHandle* log = cf["log"];
-    std::string prev_value;
     Sha256Digest prev{};
-    if (seq > 1) {
-      REQUIRE(db->Get(rocksdb::ReadOptions(), log, internal::SeqKey(seq - 1), &prev_value).ok());
-      std::copy_n(prev_value.data() + prev_value.size() - 32, 32, prev.begin());
-    }
     std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), log));
     std::vector<std::pair<std::string, std::string>> rewritten;
-    for (it->Seek(internal::SeqKey(seq)); it->Valid(); it->Next()) {
-      std::string value = it->value().ToString();
-      std::string bytes = value.substr(0, value.size() - 32);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view record, hash;
+      REQUIRE(SplitLogValue(2, it->value().ToStringView(), &record, &hash));
+      std::string bytes(record);
       if (it->key().ToString() == internal::SeqKey(seq)) {
         v1::LogRecord r;
         REQUIRE(r.ParseFromString(bytes));
@@ -58,7 +55,11 @@ void Rewrite(const std::string& dir, uint64_t seq, const std::function<void(v1::
         bytes = SerializeDeterministic(r);
       }
       prev = Sha256Of2(DigestView(prev), bytes);
-      rewritten.emplace_back(it->key().ToString(), bytes + std::string(DigestView(prev)));
+      if (it->key().ToString() < internal::SeqKey(seq)) continue;
+      std::string value(1, hash.empty() ? kValueWithoutHash : kValueWithHash);
+      value += bytes;
+      if (!hash.empty()) value += std::string(DigestView(prev));
+      rewritten.emplace_back(it->key().ToString(), std::move(value));
     }
     for (auto& [k, v] : rewritten) REQUIRE(db->Put(rocksdb::WriteOptions(), log, k, v).ok());
   });
@@ -113,6 +114,48 @@ TEST_CASE("audit: a rewritten record with a recomputed chain is caught by the ke
   AuditReport r = Audit(c.data, c.head.seq, kept);
   REQUIRE_FALSE(r.ok);
   CHECK(r.check == "digest");
+}
+
+TEST_CASE("audit: a kept digest of a record inside a batch is checked") {
+  // Proves: a digest may name any record, also one stored without its hash (only a
+  // batch's last record carries one): the audit finds its hash along the chain.
+  testing::TempDir dir;
+  const std::string data = dir.Sub("data");
+  Sha256Digest at2{};
+  {
+    LedgerHarness h(DefaultProgram(), data);
+    Scenario(h);
+    const uint64_t before = h.log().head().seq;
+    REQUIRE(h.IngestLines({"one", "two", "three"}).dead_letters == 3);  // one batch
+    Sha256Digest chain{};
+    REQUIRE(h.log().Scan(1, UINT64_MAX, [&](uint64_t seq, std::string_view, std::string_view bytes,
+                                            std::string_view hash) {
+      chain = Sha256Of2(DigestView(chain), bytes);
+      if (seq == before + 2) {
+        CHECK(hash.empty());
+        at2 = chain;
+      }
+      return absl::OkStatus();
+    }).ok());
+    CHECK(chain == h.log().head().hash);
+    REQUIRE(h.log().head().seq == before + 3);
+  }
+  const uint64_t seq = [&] {
+    LogOptions options;
+    options.data_dir = data;
+    options.read_only = true;
+    auto log = EventLog::Open(options);
+    REQUIRE(log.ok());
+    return (*log)->head().seq - 1;
+  }();
+  AuditReport good = Audit(data, seq, DigestHex(DigestView(at2)));
+  INFO(good.check << ": " << good.problem);
+  CHECK(good.ok);
+  Sha256Digest other = at2;
+  other[0] ^= 1;
+  AuditReport bad = Audit(data, seq, DigestHex(DigestView(other)));
+  CHECK_FALSE(bad.ok);
+  CHECK(bad.check == "digest");
 }
 
 TEST_CASE("audit: a decision that differs from the rules is caught") {

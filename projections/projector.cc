@@ -112,8 +112,18 @@ absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& custome
     cached_bytes_ += cached.bytes;
     it = cache_.emplace(customer_id, std::move(cached)).first;
   }
-  it->second.used = batch_number_;
-  v1::CustomerState* state = it->second.state.get();
+  Cached& cached = it->second;
+  if (cached.state == nullptr) {
+    cached.state = std::make_unique<v1::CustomerState>();
+    if (!ParseCustomerState(cached.serialized, cached.state.get())) {
+      return absl::InternalError(absl::StrCat("the cached state of customer ", customer_id,
+                                              " does not decode"));
+    }
+    // The batch rewrites it whole at its end.
+    std::string().swap(cached.serialized);
+  }
+  cached.used = batch_number_;
+  v1::CustomerState* state = cached.state.get();
   dirty_.push_back(state);
   return state;
 }
@@ -193,7 +203,12 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
     cached.bytes = bytes[i].size();
     cached.changed = batch_number_;
     if (due_loaded_) due_.Set(state->customer_id(), state->signals().next_check_at());
+    // Kept as stored until a batch needs it again (kDefaultStateCacheBytes).
+    cached.serialized = std::move(bytes[i]);
+    cached.state.reset();
+    cached.order_ids.reset();
   }
+  dirty_.clear();  // its states are serialized now
   for (const auto& [key, value] : remembered_) batch->Put(ProjectionCf::kDecisionIds, key, value);
   // Until the batch is reported committed, its states stay in memory (Evict skips
   // them) and its decision ids are recalled from here.
@@ -248,7 +263,14 @@ absl::Status Projector::LoadDue() {
       }));
   // States changed in memory and not yet stored (a batch in flight) win.
   for (const auto& [id, cached] : cache_) {
-    due_.Set(id, cached.state->signals().next_check_at());
+    if (cached.state != nullptr) {
+      due_.Set(id, cached.state->signals().next_check_at());
+    } else if (ParseCustomerState(cached.serialized, &stored)) {
+      due_.Set(id, stored.signals().next_check_at());
+    } else {
+      return absl::InternalError(
+          absl::StrCat("the cached state of customer ", id, " does not decode"));
+    }
   }
   due_loaded_ = true;
   return absl::OkStatus();

@@ -36,12 +36,13 @@ inline constexpr uint32_t kProjectionVersion = 4;
 inline constexpr char kMetaProgram[] = "program";         // ProgramChange in force
 inline constexpr char kMetaProjectionVersion[] = "projection_version";
 
-// The states kept in memory between batches, in serialized bytes (in memory a
-// state takes about 6-7 times that: packed columns are varints on disk and 8-byte
-// slots with room to grow in memory, each order id its own string): past it, the
+// The states kept in memory between batches, in serialized bytes: past it, the
 // states least recently used are dropped at the start of a batch and read again
-// from the store when needed. jemalloc's heap profile of the 10M-event stream's
-// first 3M found ~430 MB of states under a 64 MiB budget.
+// from the store when needed. Between batches a state is kept serialized, as
+// stored, and parsed again when a batch needs it: parsed, a state takes about 6
+// times the bytes (packed columns are varints on disk and 8-byte slots with room
+// to grow in memory, each order id its own string), and keeping them parsed held
+// 1.9 GB at 10M events (docs/benchmarks.md, run R).
 inline constexpr size_t kDefaultStateCacheBytes = 24 << 20;
 
 // States in memory with at least this many orders keep a set of their order ids,
@@ -105,7 +106,10 @@ class Projector final : public EventProcessor, public StateSource {
   std::unique_ptr<Rules> rules_;
   v1::ProgramChange committed_in_force_;  // as of the last committed batch
   struct Cached {
+    // Parsed while a batch uses it (from Mutable to EndBatch), else null and the
+    // state is `serialized`.
     std::unique_ptr<v1::CustomerState> state;
+    std::string serialized;
     size_t bytes = 0;   // serialized, as last read or written
     uint64_t used = 0;  // the last batch that asked for it
     uint64_t changed = 0;  // the last ended batch that changed it

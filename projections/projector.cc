@@ -114,11 +114,12 @@ absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& custome
   }
   Cached& cached = it->second;
   if (cached.state == nullptr) {
-    cached.state = std::make_unique<v1::CustomerState>();
-    if (!ParseCustomerState(cached.serialized, cached.state.get())) {
+    auto parsed = std::make_unique<v1::CustomerState>();
+    if (!ParseCustomerState(cached.serialized, parsed.get())) {
       return absl::InternalError(absl::StrCat("the cached state of customer ", customer_id,
                                               " does not decode"));
     }
+    cached.state = std::move(parsed);
     // The batch rewrites it whole at its end.
     std::string().swap(cached.serialized);
   }

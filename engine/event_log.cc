@@ -762,8 +762,8 @@ absl::Status EventLog::Scan(uint64_t from, uint64_t to, const ScanFn& fn,
   return FromRocks(it->status(), "reading the log");
 }
 
-absl::StatusOr<Sha256Digest> EventLog::ChainHashAt(uint64_t seq,
-                                                   const LogSnapshot* snapshot) const {
+absl::StatusOr<Sha256Digest> EventLog::ChainHashAt(uint64_t seq, const LogSnapshot* snapshot,
+                                                   const LogHead* known) const {
   // Back from `seq` to the nearest record stored with its hash (or the start),
   // then forward, hashing.
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(Ro(snapshot), log_cf_));
@@ -779,6 +779,10 @@ absl::StatusOr<Sha256Digest> EventLog::ChainHashAt(uint64_t seq,
     }
     if (!found && *at != seq) return absl::NotFoundError(absl::StrCat("no record ", seq));
     found = true;
+    if (known != nullptr && *at == known->seq && *at < seq) {
+      hash = known->hash;
+      break;
+    }
     if (!stored.empty()) {
       std::copy_n(stored.data(), kChainHashBytes, hash.begin());
       break;

@@ -260,10 +260,12 @@ class EventLog {
                     const LogSnapshot* snapshot = nullptr) const;
 
   // The chain hash of record `seq`: stored, or computed from the nearest stored hash
-  // before it (format 2). NotFound if there is no record `seq`. It does not check
-  // the chain (see VerifyLog).
-  absl::StatusOr<Sha256Digest> ChainHashAt(uint64_t seq,
-                                           const LogSnapshot* snapshot = nullptr) const;
+  // before it (format 2). `known`, if given, is a record before `seq` whose hash
+  // the caller has (the last call's answer, walking a customer's records in order):
+  // the computation starts there when it is nearer. NotFound if there is no record
+  // `seq`. It does not check the chain (see VerifyLog).
+  absl::StatusOr<Sha256Digest> ChainHashAt(uint64_t seq, const LogSnapshot* snapshot = nullptr,
+                                           const LogHead* known = nullptr) const;
 
   // Whether every record is stored with its chain hash (format 1) rather than only
   // the last record of each batch (format 2).

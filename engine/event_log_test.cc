@@ -71,6 +71,16 @@ TEST_CASE("appended records read back with gapless sequence and chained hashes")
             auto at = log->ChainHashAt(seq);
             REQUIRE(at.ok());
             REQUIRE(*at == h);
+            if (seq > 1) {  // computed on from the record before, as given
+              const LogHead before{seq - 1, prev};
+              auto on = log->ChainHashAt(seq, nullptr, &before);
+              REQUIRE(on.ok());
+              REQUIRE(*on == h);
+              if (hash.empty()) {  // not stored: the known hash is taken as is
+                const LogHead wrong{seq - 1, h};
+                REQUIRE(*log->ChainHashAt(seq, nullptr, &wrong) != h);
+              }
+            }
             prev = h;
             return absl::OkStatus();
           }).ok());

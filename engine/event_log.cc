@@ -213,14 +213,13 @@ LogBatch& LogBatch::operator=(LogBatch&&) = default;
 uint64_t LogBatch::Append(v1::LogRecord* record) {
   const uint64_t seq = next_seq_++;
   record->set_seq(seq);
-  const std::string bytes = SerializeDeterministic(*record);
+  std::string bytes = SerializeDeterministic(*record);
   head_hash_ = Sha256Of2(DigestView(head_hash_), bytes);
   // A rocksdb::WriteBatch::Put into memory fails only past its 4 GiB size limit,
   // which batches bounded by the ingest limits never reach.
   if (log_->format_ == 1) {
-    std::string value = bytes;
-    value.append(DigestView(head_hash_));
-    write_batch_->Put(log_->log_cf_, internal::SeqKey(seq), value).PermitUncheckedError();
+    bytes.append(DigestView(head_hash_));
+    write_batch_->Put(log_->log_cf_, internal::SeqKey(seq), bytes).PermitUncheckedError();
     return seq;
   }
   // Format 2: the record before this one is not the batch's last; it is stored

@@ -63,7 +63,7 @@ constexpr char kGenerationKey[] = "projection_generation";
 // The projection column families' names, by LogBatch::ProjectionCf. They come in
 // generations: generation 0 has the plain names, generation N the names with ".N".
 constexpr std::array<const char*, LogBatch::kProjectionCfCount> kProjectionCfNames = {
-    "customer_state", "projection_meta", "decision_ids"};
+    "customer_state", "projection_meta", "decision_ids", "state_chunks"};
 std::string ProjectionCfName(int cf, uint64_t generation) {
   return generation == 0 ? kProjectionCfNames[cf]
                          : absl::StrCat(kProjectionCfNames[cf], ".", generation);
@@ -257,6 +257,11 @@ void LogBatch::Put(ProjectionCf cf, std::string_view key, std::string_view value
       .PermitUncheckedError();  // in-memory batch: see Append
 }
 
+void LogBatch::Delete(ProjectionCf cf, std::string_view key) {
+  write_batch_->Delete(log_->ProjectionHandle(cf), rocksdb::Slice(key.data(), key.size()))
+      .PermitUncheckedError();  // in-memory batch: see Append
+}
+
 void LogBatch::IndexDeadLetterEventId(std::string_view event_id, uint64_t seq) {
   std::string key = internal::DeadLetterEventKey(event_id);
   internal::PutBigEndian64(&key, seq);
@@ -427,12 +432,17 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
   };
   using Cf = LogBatch::ProjectionCf;
   const int ids_cf = static_cast<int>(Cf::kDecisionIds);
-  if (log->projection_cfs_[ids_cf] == nullptr && !options.read_only &&
-      log->projection_cfs_[static_cast<int>(Cf::kCustomerState)] != nullptr) {
-    // A store from before decision_ids existed (projection version 2): its
-    // projections are outdated and are rebuilt (tools/serve_command.cc); until then
-    // the new column family stays empty.
-    LOYALTY_RETURN_IF_ERROR(create(ids_cf, "creating the decision_ids column family"));
+  const int chunks_cf = static_cast<int>(Cf::kStateChunks);
+  // A store from before decision_ids (projection version 2) or state_chunks
+  // (version 4) existed: its projections are outdated and are rebuilt
+  // (tools/serve_command.cc); until then the new column family stays empty.
+  const bool has_states = log->projection_cfs_[static_cast<int>(Cf::kCustomerState)] != nullptr;
+  for (int cf : {ids_cf, chunks_cf}) {
+    if (log->projection_cfs_[cf] == nullptr && !options.read_only && has_states) {
+      LOYALTY_RETURN_IF_ERROR(create(cf, absl::StrCat("creating the ", kProjectionCfNames[cf],
+                                                      " column family")
+                                             .c_str()));
+    }
   }
   for (int cf = 0; cf < LogBatch::kProjectionCfCount && !initialized; ++cf) {
     if (log->projection_cfs_[cf] == nullptr) {
@@ -440,7 +450,8 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const LogOptions& optio
     }
   }
   for (int cf = 0; cf < LogBatch::kProjectionCfCount; ++cf) {
-    if (log->projection_cfs_[cf] == nullptr && !(options.read_only && cf == ids_cf)) {
+    if (log->projection_cfs_[cf] == nullptr &&
+        !(options.read_only && (cf == ids_cf || cf == chunks_cf))) {
       return absl::DataLossError(absl::StrCat("the projections of generation ",
                                               log->projection_generation_, " are missing ",
                                               kProjectionCfNames[cf]));

@@ -116,11 +116,14 @@ class LogBatch {
   void SetSourcePosition(const v1::SourcePosition& position);
 
   // Projection state written in the same batch as the records it derives from
-  // (docs/log-format.md): each customer's state, the decision ids the rules still
-  // need but the state no longer holds, and the projections' own metadata.
-  enum class ProjectionCf { kCustomerState, kProjectionMeta, kDecisionIds };
-  static constexpr int kProjectionCfCount = 3;
+  // (docs/log-format.md): each customer's state (large ones as a head in
+  // customer_state and content-defined chunks in state_chunks), the decision ids
+  // the rules still need but the state no longer holds, and the projections' own
+  // metadata.
+  enum class ProjectionCf { kCustomerState, kProjectionMeta, kDecisionIds, kStateChunks };
+  static constexpr int kProjectionCfCount = 4;
   void Put(ProjectionCf cf, std::string_view key, std::string_view value);
+  void Delete(ProjectionCf cf, std::string_view key);
 
   // The sequence number the next Append will assign.
   uint64_t next_seq() const { return next_seq_; }

@@ -1,6 +1,7 @@
 #include "projections/audit.h"
 
 #include <any>
+#include <map>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,7 @@
 #include "engine/validation.h"
 #include "projections/ledger.h"
 #include "projections/replay.h"
+#include "projections/state_store.h"
 
 namespace loyalty {
 namespace {
@@ -221,13 +223,24 @@ absl::StatusOr<AuditReport> AuditLog(
 
   // 5. projections
   if (options.compare_projections && to == chain.head.seq) {
+    // A state as stored: its head (customer_state), which names its chunks by
+    // their SHA-256, and the chunks (state_chunks).
+    std::map<std::string, std::string> chunks;
     LOYALTY_RETURN_IF_ERROR(CompareProjection(
         log, LogBatch::ProjectionCf::kCustomerState, replay->states,
-        [](const std::unique_ptr<v1::CustomerState>& state) {
-          return SerializeDeterministic(*state);
+        [&chunks](const std::unique_ptr<v1::CustomerState>& state) {
+          const std::string bytes = SerializeDeterministic(*state);
+          EncodedState encoded = EncodeState(state->customer_id(), bytes);
+          for (const auto& [key, chunk] : encoded.chunks) chunks.emplace(key, chunk);
+          return std::move(encoded.head);
         },
         "customer", "state", [](std::string_view key) { return absl::StrCat("'", std::string(key), "'"); },
         &report));
+    if (!report.ok) return report;
+    LOYALTY_RETURN_IF_ERROR(CompareProjection(
+        log, LogBatch::ProjectionCf::kStateChunks, chunks,
+        [](const std::string& value) { return value; }, "state chunk", "bytes",
+        [](std::string_view key) { return absl::CHexEscape(std::string(key)); }, &report));
     if (!report.ok) return report;
     LOYALTY_RETURN_IF_ERROR(CompareProjection(
         log, LogBatch::ProjectionCf::kDecisionIds, replay->decision_ids,

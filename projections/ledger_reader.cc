@@ -7,6 +7,7 @@
 #include "engine/status_macros.h"
 #include "loyalty/v1/log.pb.h"
 #include "projections/ledger.h"
+#include "projections/state_store.h"
 
 namespace loyalty {
 
@@ -87,9 +88,9 @@ bool ParseRecordEntries(std::string_view bytes, std::vector<v1::LedgerEntry>* en
 
 absl::StatusOr<std::optional<v1::CustomerState>> LedgerReader::Current(
     const std::string& customer_id) const {
-  auto stored = log_->GetProjection(LogBatch::ProjectionCf::kCustomerState, customer_id, snapshot_);
-  if (absl::IsNotFound(stored.status())) return std::optional<v1::CustomerState>();
-  LOYALTY_RETURN_IF_ERROR(stored.status());
+  LOYALTY_ASSIGN_OR_RETURN(std::optional<std::string> stored,
+                           ReadStateBytes(*log_, customer_id, snapshot_));
+  if (!stored.has_value()) return std::optional<v1::CustomerState>();
   v1::CustomerState state;
   if (!ParseCustomerState(*stored, &state)) {
     return absl::DataLossError(absl::StrCat("the state of ", customer_id, " does not decode"));
@@ -128,8 +129,8 @@ absl::StatusOr<std::vector<v1::LedgerEntry>> LedgerReader::Entries(
 absl::StatusOr<StatsView> LedgerReader::Stats(int64_t t) const {
   StatsView stats;
   v1::LedgerState ledger;
-  LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
-      LogBatch::ProjectionCf::kCustomerState,
+  LOYALTY_RETURN_IF_ERROR(ScanStateBytes(
+      *log_,
       [&](std::string_view key, std::string_view value) -> absl::Status {
         if (!ParseLedgerOnly(value, &ledger)) {
           return absl::DataLossError(
@@ -151,9 +152,9 @@ absl::StatusOr<StatsView> LedgerReader::Stats(int64_t t) const {
 absl::StatusOr<std::optional<v1::LedgerState>> LedgerReader::StateAsOf(
     const std::string& customer_id, int64_t t) const {
   // Only the ledger: the decision state (every order and redemption id) is not needed.
-  auto stored = log_->GetProjection(LogBatch::ProjectionCf::kCustomerState, customer_id, snapshot_);
-  if (absl::IsNotFound(stored.status())) return std::optional<v1::LedgerState>();
-  LOYALTY_RETURN_IF_ERROR(stored.status());
+  LOYALTY_ASSIGN_OR_RETURN(std::optional<std::string> stored,
+                           ReadStateBytes(*log_, customer_id, snapshot_));
+  if (!stored.has_value()) return std::optional<v1::LedgerState>();
   v1::LedgerState current;
   if (!ParseLedgerOnly(*stored, &current)) {
     return absl::DataLossError(absl::StrCat("the state of ", customer_id, " does not decode"));

@@ -10,6 +10,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "projections/ledger.h"
 #include "projections/signals.h"
+#include "projections/state_store.h"
 
 namespace loyalty {
 
@@ -97,17 +98,19 @@ absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& custome
   if (it == cache_.end()) {
     Cached cached;
     cached.state = std::make_unique<v1::CustomerState>();
-    auto stored = log_->GetProjection(ProjectionCf::kCustomerState, customer_id);
-    if (stored.ok()) {
-      if (!ParseCustomerState(*stored, cached.state.get())) {
+    auto head = log_->GetProjection(ProjectionCf::kCustomerState, customer_id);
+    if (head.ok()) {
+      LOYALTY_ASSIGN_OR_RETURN(std::string stored, StateBytesOfHead(*log_, customer_id, *head));
+      if (!ParseCustomerState(stored, cached.state.get())) {
         return absl::DataLossError(absl::StrCat("the state of customer ", customer_id,
                                                 " does not decode"));
       }
-      cached.bytes = stored->size();
-    } else if (absl::IsNotFound(stored.status())) {
+      cached.bytes = stored.size();
+      if (EncodedState::IsChunkedHead(*head)) cached.head = *std::move(head);
+    } else if (absl::IsNotFound(head.status())) {
       cached.state->set_customer_id(customer_id);
     } else {
-      return stored.status();
+      return head.status();
     }
     cached_bytes_ += cached.bytes;
     it = cache_.emplace(customer_id, std::move(cached)).first;
@@ -183,9 +186,13 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
   // state holds a year of orders and lots): big batches share it with a second
   // thread, each taking the next state not yet taken.
   std::vector<std::string> bytes(dirty_.size());
+  std::vector<EncodedState> encoded(dirty_.size());
   std::atomic<size_t> next{0};
   auto serialize = [&] {
-    for (size_t i = next++; i < dirty_.size(); i = next++) bytes[i] = SerializeDeterministic(*dirty_[i]);
+    for (size_t i = next++; i < dirty_.size(); i = next++) {
+      bytes[i] = SerializeDeterministic(*dirty_[i]);
+      encoded[i] = EncodeState(dirty_[i]->customer_id(), bytes[i]);
+    }
   };
   if (serialize_threads_ > 1 && dirty_.size() >= kParallelSerializeFrom) {
     std::vector<std::thread> helpers;
@@ -197,8 +204,19 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
   }
   for (size_t i = 0; i < dirty_.size(); ++i) {
     const v1::CustomerState* state = dirty_[i];
-    batch->Put(ProjectionCf::kCustomerState, state->customer_id(), bytes[i]);
     Cached& cached = cache_.find(state->customer_id())->second;
+    // Only the chunks this batch changed (projections/state_store.h).
+    LOYALTY_RETURN_IF_ERROR(ForEachStateChange(
+        encoded[i], state->customer_id(), cached.head,
+        [batch](ProjectionCf cf, std::string_view key, std::string_view value) {
+          batch->Put(cf, key, value);
+        },
+        [batch](std::string_view key) { batch->Delete(ProjectionCf::kStateChunks, key); }));
+    if (encoded[i].chunked()) {
+      cached.head = std::move(encoded[i].head);
+    } else {
+      std::string().swap(cached.head);
+    }
     cached_bytes_ += bytes[i].size();
     cached_bytes_ -= cached.bytes;
     cached.bytes = bytes[i].size();
@@ -252,8 +270,8 @@ void Projector::AbortBatch() {
 absl::Status Projector::LoadDue() {
   due_.Clear();
   v1::CustomerState stored;
-  LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
-      ProjectionCf::kCustomerState,
+  LOYALTY_RETURN_IF_ERROR(ScanStateBytes(
+      *log_,
       [&](std::string_view key, std::string_view value) -> absl::Status {
         if (!ParseCustomerState(value, &stored)) {
           return absl::DataLossError(

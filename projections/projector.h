@@ -29,8 +29,8 @@ namespace loyalty {
 // Bumped whenever projection code changes what it stores; kept in the store so a
 // later version can tell outdated projections (docs/log-format.md).
 // 2: CustomerState.signals; 3: decision_ids (orders and redemptions leave the state);
-// 4: lots and orders stored by column.
-inline constexpr uint32_t kProjectionVersion = 4;
+// 4: lots and orders stored by column; 5: large states stored as chunks (state_chunks).
+inline constexpr uint32_t kProjectionVersion = 5;
 
 // Keys in the `projection_meta` column family.
 inline constexpr char kMetaProgram[] = "program";         // ProgramChange in force
@@ -110,6 +110,9 @@ class Projector final : public EventProcessor, public StateSource {
     // state is `serialized`.
     std::unique_ptr<v1::CustomerState> state;
     std::string serialized;
+    // The head stored for it when it is stored as chunks (projections/state_store.h),
+    // else empty: the next batch that changes it writes only the chunks it changed.
+    std::string head;
     size_t bytes = 0;   // serialized, as last read or written
     uint64_t used = 0;  // the last batch that asked for it
     uint64_t changed = 0;  // the last ended batch that changed it

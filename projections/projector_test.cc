@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,14 +45,15 @@ std::vector<InputMessage> Purchases(int from, int to, int customers) {
 }
 
 std::map<std::string, std::string> States(const EventLog& log) {
-  return testing::ProjectionContents(log, ProjectionCf::kCustomerState);
+  return testing::StateContents(log);
 }
 
 v1::CustomerState StoredState(const EventLog& log, const std::string& customer) {
-  auto bytes = log.GetProjection(ProjectionCf::kCustomerState, customer);
+  auto bytes = ReadStateBytes(log, customer);
   REQUIRE(bytes.ok());
+  REQUIRE(bytes->has_value());
   v1::CustomerState state;
-  REQUIRE(state.ParseFromString(*bytes));
+  REQUIRE(state.ParseFromString(**bytes));
   return state;
 }
 
@@ -88,6 +90,66 @@ TEST_CASE("projector: a bounded state cache gives the same states, byte for byte
   const auto want = States(big.log());
   CHECK(want.size() == 300);
   CHECK(States(small.log()) == want);
+}
+
+// `count` purchases of one customer, e-from on, 20 a day from day 0.
+std::vector<InputMessage> BusyPurchases(int from, int count) {
+  std::vector<InputMessage> batch;
+  for (int i = from; i < from + count; ++i) {
+    InputMessage m;
+    m.raw = absl::StrCat(R"({"eventId":"e-)", i, R"(","customerId":"busy","occurredAt":")",
+                         testing::Day(i / 20, 36000 + i % 20), R"(","purchase":{"orderId":"o-)",
+                         i, R"(","amountMinor":)", 1000 + 37 * (i % 11),
+                         R"(,"currency":"EUR"}})");
+    m.source.mutable_file()->set_path("projector_test");
+    m.source.mutable_file()->set_line(i);
+    batch.push_back(std::move(m));
+  }
+  return batch;
+}
+
+// The state_chunks keys the stored heads name.
+std::set<std::string> NamedChunks(const EventLog& log) {
+  std::set<std::string> named;
+  for (const auto& [id, head] : testing::ProjectionContents(log, ProjectionCf::kCustomerState)) {
+    auto keys = HeadChunkKeys(id, head);
+    REQUIRE(keys.ok());
+    named.insert(keys->begin(), keys->end());
+  }
+  return named;
+}
+
+TEST_CASE("projector: a large state is stored as chunks and a batch writes only those it changed") {
+  // A busy customer's state grows past kStateInlineBytes. Each later batch of a
+  // few purchases must store only some of its chunks, leave no chunk no head
+  // names, and keep the state equal to the log's replay, also when the state is
+  // read back from its chunks (a cache too small to keep it).
+  testing::HarnessOptions options;
+  auto cache = GENERATE(as<size_t>{}, kDefaultStateCacheBytes, size_t{1024});
+  options.state_cache_bytes = cache;
+  INFO("cache " << cache);
+  testing::LedgerHarness h(options);
+  REQUIRE(h.Ingest(BusyPurchases(1, 3000)).ok());
+  auto head = h.log().GetProjection(ProjectionCf::kCustomerState, "busy");
+  REQUIRE(head.ok());
+  REQUIRE(EncodedState::IsChunkedHead(*head));
+  const size_t chunks = HeadChunkKeys("busy", *head)->size();
+  CHECK(chunks > 30);
+  for (int from = 3001; from <= 3040; from += 5) {
+    const auto before = testing::ProjectionContents(h.log(), ProjectionCf::kStateChunks);
+    REQUIRE(h.Ingest(BusyPurchases(from, 5)).ok());
+    const auto after = testing::ProjectionContents(h.log(), ProjectionCf::kStateChunks);
+    size_t written = 0;
+    for (const auto& [key, bytes] : after) written += before.count(key) == 0;
+    INFO("batch from " << from);
+    CHECK(written >= 1);
+    CHECK(written * 2 < after.size());
+    std::set<std::string> stored;
+    for (const auto& [key, bytes] : after) stored.insert(key);
+    CHECK(stored == NamedChunks(h.log()));
+  }
+  CHECK(StoredState(h.log(), "busy").ledger().order_id_size() == 3040);
+  CheckRebuildEqualsLive(h.log());
 }
 
 TEST_CASE("projector: states serialized on two threads are those serialized on one") {
@@ -330,7 +392,9 @@ TEST_CASE("projector: a stored state whose columns differ in length is refused a
   CHECK_FALSE(ParseLedgerOnly(bad, &ledger));
   CHECK(ParseLedgerOnly(good, &ledger));
   testing::EditRaw(data, [&](rocksdb::DB* db, testing::RawCfs& cfs) {
-    REQUIRE(db->Put(rocksdb::WriteOptions(), cfs.at("customer_state"), "c", bad).ok());
+    REQUIRE(db->Put(rocksdb::WriteOptions(), cfs.at("customer_state"), "c",
+                    EncodeState("c", bad).head)
+                .ok());
   });
   LogOptions options;
   options.data_dir = data;

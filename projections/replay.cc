@@ -14,6 +14,7 @@
 #include "projections/program.h"
 #include "projections/projector.h"
 #include "projections/signals.h"
+#include "projections/state_store.h"
 
 namespace loyalty {
 namespace {
@@ -253,7 +254,12 @@ absl::StatusOr<RebuildReport> RebuildProjections(EventLog* log,
                            log->BeginProjectionRebuild());
   using Cf = LogBatch::ProjectionCf;
   for (const auto& [id, state] : replay.states) {
-    LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kCustomerState, id, SerializeDeterministic(*state)));
+    const std::string bytes = SerializeDeterministic(*state);
+    const EncodedState encoded = EncodeState(id, bytes);
+    for (const auto& [key, chunk] : encoded.chunks) {
+      LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kStateChunks, key, chunk));
+    }
+    LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kCustomerState, id, encoded.head));
   }
   for (const auto& [key, value] : replay.decision_ids) {
     LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kDecisionIds, key, value));

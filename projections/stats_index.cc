@@ -13,6 +13,7 @@
 #include "engine/status_macros.h"
 #include "loyalty/v1/log.pb.h"
 #include "projections/ledger_reader.h"
+#include "projections/state_store.h"
 
 namespace loyalty {
 namespace {
@@ -35,9 +36,9 @@ constexpr uint64_t kStateBytesInMemory = 6;
 absl::StatusOr<v1::LedgerState> ReadLedger(const EventLog& log, std::string_view customer_id,
                                            const LogSnapshot& snap) {
   v1::LedgerState ledger;
-  auto stored = log.GetProjection(ProjectionCf::kCustomerState, customer_id, &snap);
-  if (absl::IsNotFound(stored.status())) return ledger;  // unknown: no entries
-  LOYALTY_RETURN_IF_ERROR(stored.status());
+  LOYALTY_ASSIGN_OR_RETURN(std::optional<std::string> stored,
+                           ReadStateBytes(log, customer_id, &snap));
+  if (!stored.has_value()) return ledger;  // unknown: no entries
   if (!ParseLedgerOnly(*stored, &ledger)) {
     return absl::DataLossError(
         absl::StrCat("the state of ", std::string(customer_id), " does not decode"));
@@ -92,8 +93,8 @@ absl::Status StatsIndex::ReloadLocked(std::string_view customer_id, const LogSna
 absl::Status StatsIndex::RebuildLocked(const LogSnapshot& snap, int64_t now) {
   ClearLocked();
   v1::LedgerState ledger;
-  LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
-      ProjectionCf::kCustomerState,
+  LOYALTY_RETURN_IF_ERROR(ScanStateBytes(
+      *log_,
       [&](std::string_view key, std::string_view value) -> absl::Status {
         if (!ParseLedgerOnly(value, &ledger)) {
           return absl::DataLossError(
@@ -290,8 +291,8 @@ absl::Status StatsIndex::BuildTimeline(std::shared_ptr<const Rules> rules,
   uint64_t state_bytes = 0;
   LOYALTY_RETURN_IF_ERROR(log_->ScanProjection(
       ProjectionCf::kCustomerState,
-      [&](std::string_view, std::string_view value) -> absl::Status {
-        state_bytes += value.size();
+      [&](std::string_view, std::string_view head) -> absl::Status {
+        state_bytes += StateSizeOfHead(head);
         return absl::OkStatus();
       },
       snap.get()));

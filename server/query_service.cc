@@ -14,6 +14,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "projections/ledger.h"
 #include "projections/ledger_reader.h"
+#include "projections/state_store.h"
 #include "projections/stats.h"
 
 namespace loyalty {
@@ -265,8 +266,8 @@ absl::StatusOr<v1::ListCustomersResponse> QueryService::ListCustomers(
   v1::CustomerState state;
   // Start just after the last key shown: key + '\0' is its immediate successor.
   const std::string start = after.empty() ? "" : after + std::string(1, '\0');
-  absl::Status s = log_->ScanProjection(
-      LogBatch::ProjectionCf::kCustomerState,
+  absl::Status s = ScanStateBytes(
+      *log_,
       [&](std::string_view key, std::string_view value) -> absl::Status {
         if (out.customers_size() >= limit) {
           more = true;

@@ -13,6 +13,7 @@
 #include "projections/audit.h"
 #include "projections/decider.h"
 #include "projections/replay.h"
+#include "projections/state_store.h"
 #include "rocksdb/db.h"
 #include "tests/testing/ledger_harness.h"
 #include "tests/testing/raw_db.h"
@@ -196,10 +197,13 @@ TEST_CASE("audit: a projection edited underneath is caught by the rebuild compar
   testing::EditRaw(c.data, [](rocksdb::DB* db, testing::RawCfs& cf) {
     std::string v;
     REQUIRE(db->Get(rocksdb::ReadOptions(), cf["customer_state"], "cy", &v).ok());
+    REQUIRE_FALSE(EncodedState::IsChunkedHead(v));  // a small state: stored whole
     v1::CustomerState s;
-    REQUIRE(s.ParseFromString(v));
+    REQUIRE(s.ParseFromString(v.substr(1)));
     s.mutable_ledger()->set_earned(s.ledger().earned() + 1);
-    REQUIRE(db->Put(rocksdb::WriteOptions(), cf["customer_state"], "cy", SerializeDeterministic(s)).ok());
+    REQUIRE(db->Put(rocksdb::WriteOptions(), cf["customer_state"], "cy",
+                    EncodeState("cy", SerializeDeterministic(s)).head)
+                .ok());
   });
   AuditReport r = Audit(c.data);
   REQUIRE_FALSE(r.ok);

@@ -21,6 +21,7 @@
 #include "engine/event_codec.h"
 #include "projections/ledger_reader.h"
 #include "projections/projector.h"
+#include "projections/state_store.h"
 #include "tests/testing/ledger_harness.h"
 #include "tools/produce.h"
 
@@ -151,11 +152,11 @@ void KcatEqualsFile(bool pipelined) {
 
   std::map<std::string, std::string> a, b;
   auto collect = [](EventLog& log, std::map<std::string, std::string>* out) {
-    REQUIRE(log.ScanProjection(LogBatch::ProjectionCf::kCustomerState,
-                               [&](std::string_view k, std::string_view v) {
-                                 (*out)[std::string(k)] = std::string(v);
-                                 return absl::OkStatus();
-                               })
+    REQUIRE(ScanStateBytes(log,
+                           [&](std::string_view k, std::string_view v) {
+                             (*out)[std::string(k)] = std::string(v);
+                             return absl::OkStatus();
+                           })
                 .ok());
   };
   collect(from_kafka.log(), &a);

@@ -22,6 +22,7 @@
 #include "projections/ledger_reader.h"
 #include "projections/program.h"
 #include "projections/projector.h"
+#include "projections/state_store.h"
 #include "tests/testing/temp_dir.h"
 
 namespace loyalty::testing {
@@ -239,6 +240,19 @@ inline std::map<std::string, std::string> ProjectionContents(const EventLog& log
   return out;
 }
 
+// Every stored customer state as its protobuf bytes (assembled from its chunks,
+// projections/state_store.h), by customer id.
+inline std::map<std::string, std::string> StateContents(const EventLog& log) {
+  std::map<std::string, std::string> out;
+  REQUIRE(ScanStateBytes(log,
+                         [&](std::string_view key, std::string_view value) {
+                           out.emplace(std::string(key), std::string(value));
+                           return absl::OkStatus();
+                         })
+              .ok());
+  return out;
+}
+
 // Everything ingestion stores, as bytes: the log records with their chain hashes,
 // the projections and the input positions.
 inline std::map<std::string, std::string> StoreContents(const EventLog& log) {
@@ -252,7 +266,8 @@ inline std::map<std::string, std::string> StoreContents(const EventLog& log) {
               .ok());
   for (auto [cf, name] : {std::pair{LogBatch::ProjectionCf::kCustomerState, "state/"},
                           std::pair{LogBatch::ProjectionCf::kProjectionMeta, "meta/"},
-                          std::pair{LogBatch::ProjectionCf::kDecisionIds, "ids/"}}) {
+                          std::pair{LogBatch::ProjectionCf::kDecisionIds, "ids/"},
+                          std::pair{LogBatch::ProjectionCf::kStateChunks, "chunks/"}}) {
     for (const auto& [k, v] : ProjectionContents(log, cf)) out.emplace(name + k, v);
   }
   auto positions = log.SourcePositions();

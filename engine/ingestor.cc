@@ -119,6 +119,30 @@ absl::Status Ingestor::FinishInFlight() {
 absl::Status Ingestor::Flush() { return FinishInFlight(); }
 
 absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessage>& batch) {
+  const absl::Span<const InputMessage> all(batch);
+  IngestCounts total;
+  size_t at = 0;
+  do {
+    const size_t n = slice_messages_ == 0 ? all.size() - at
+                                          : std::min(slice_messages_, all.size() - at);
+    LOYALTY_ASSIGN_OR_RETURN(IngestCounts counts, IngestAppend(all.subspan(at, n)));
+    total.Add(counts);
+    at += n;
+    if (processor_ == nullptr || n == 0) continue;
+    // The next append takes as many messages as keep its states within the bound,
+    // by this one's bytes per message; a whole batch when well within.
+    const size_t bytes = processor_->LastBatchStateBytes();
+    if (bytes > batch_state_bytes_ || slice_messages_ != 0) {
+      const double fit = static_cast<double>(n) * static_cast<double>(batch_state_bytes_) /
+                         static_cast<double>(std::max<size_t>(bytes, 1));
+      slice_messages_ = std::max(kMinSliceMessages, static_cast<size_t>(fit));
+    }
+  } while (at < all.size());
+  return total;
+}
+
+absl::StatusOr<IngestCounts> Ingestor::IngestAppend(absl::Span<const InputMessage> batch) {
+  ++appends_;
   const bool after_in_flight = in_flight_commit_.valid();
   LogBatch out = after_in_flight ? log_->NewBatchAfter(in_flight_head_) : log_->NewBatch();
   absl::Status s;
@@ -186,7 +210,7 @@ absl::StatusOr<size_t> Ingestor::Sweep() {
 // microseconds to start; a JSON message about ten to check).
 constexpr size_t kParallelCheckFrom = 256;
 
-absl::StatusOr<IngestCounts> Ingestor::Build(const std::vector<InputMessage>& batch,
+absl::StatusOr<IngestCounts> Ingestor::Build(absl::Span<const InputMessage> batch,
                                              LogBatch* out_batch, InFlight* added) {
   LogBatch& out = *out_batch;
   IngestCounts counts;

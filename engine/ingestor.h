@@ -14,6 +14,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/clock.h"
 #include "engine/event_log.h"
 #include "engine/validation.h"
@@ -28,6 +29,16 @@ namespace loyalty {
 // lines a batch ingest 1M events 28% faster than 4,096 (docs/benchmarks.md, run K).
 // A batch's memory stays at tens of MiB.
 inline constexpr size_t kDefaultBatchMessages = 16384;
+
+// A batch whose states come to more than this (serialized, as the last append
+// changed them) is taken in several appends of fewer messages each, none fewer
+// than kMinSliceMessages. A batch's states are parsed from their first use to its
+// end, at about 6 times these bytes: the busiest customers' states grow with their
+// history (a year of orders and lots, up to 900 KB each at the end of a 10M-event
+// stream), and 16,384 messages of it changed about 150 MB of states per batch
+// (docs/benchmarks.md, run S).
+inline constexpr size_t kDefaultBatchStateBytes = 64 << 20;
+inline constexpr size_t kMinSliceMessages = 2048;
 
 // One input message as received.
 struct InputMessage {
@@ -94,6 +105,9 @@ class EventProcessor {
                                std::vector<std::string>* customers) = 0;
   // Writes the batch's projection changes into it, just before it commits.
   virtual absl::Status EndBatch(LogBatch* batch) = 0;
+  // The serialized bytes of the state the last ended batch changed (what the
+  // Ingestor bounds a batch by: kDefaultBatchStateBytes).
+  virtual size_t LastBatchStateBytes() const { return 0; }
   // The oldest batch ended (EndBatch) and not yet reported committed is stored.
   // Batches commit in the order they end; a pipelined Ingestor begins the next
   // batch before the last one is stored, so up to two may be ended and unstored.
@@ -134,11 +148,18 @@ class Ingestor {
   void set_pipelined(bool pipelined) { pipelined_ = pipelined; }
   bool pipelined() const { return pipelined_; }
 
-  // Takes one batch of messages, in order, as one atomic append. On error nothing
-  // of the batch is stored (nor, pipelined, of the one before it, if it was its
-  // commit that failed) and the caller must stop (or resume from the stored
-  // positions).
+  // Takes one batch of messages, in order, as one atomic append, or as several
+  // consecutive ones when the last append changed more than batch_state_bytes of
+  // state (set_batch_state_bytes). On error the caller must stop (or resume from
+  // the stored positions): nothing of the append that failed is stored (nor,
+  // pipelined, of the one before it, if it was its commit that failed), and the
+  // appends before it in the same batch are.
   absl::StatusOr<IngestCounts> IngestBatch(const std::vector<InputMessage>& batch);
+
+  // The state bytes past which a batch is split (default kDefaultBatchStateBytes).
+  void set_batch_state_bytes(size_t bytes) { batch_state_bytes_ = std::max<size_t>(1, bytes); }
+  // The appends IngestBatch made so far (one per batch when none was split).
+  uint64_t appends() const { return appends_; }
 
   // Waits until the batch in flight (pipelined) is stored; its commit's error, if
   // it failed. OK at once when nothing is in flight.
@@ -164,8 +185,10 @@ class Ingestor {
     absl::flat_hash_map<std::string, std::string> dead_letters;
   };
   // `added`, if given, receives this batch's entries.
-  absl::StatusOr<IngestCounts> Build(const std::vector<InputMessage>& batch, LogBatch* out,
+  absl::StatusOr<IngestCounts> Build(absl::Span<const InputMessage> batch, LogBatch* out,
                                      InFlight* added);
+  // One atomic append of `batch` (IngestBatch without the split).
+  absl::StatusOr<IngestCounts> IngestAppend(absl::Span<const InputMessage> batch);
   // The batch in flight's commit, waited for; the processor is told how it went.
   absl::Status FinishInFlight();
 
@@ -174,6 +197,11 @@ class Ingestor {
   EventProcessor* processor_;
   int decode_threads_ = 2;
   bool pipelined_ = false;
+  size_t batch_state_bytes_ = kDefaultBatchStateBytes;
+  // The messages an append takes, from the last append's state bytes; 0: a whole
+  // batch.
+  size_t slice_messages_ = 0;
+  uint64_t appends_ = 0;
   // Pipelined: the commit in flight, the head it leaves, and what it indexes.
   std::future<absl::Status> in_flight_commit_;
   LogHead in_flight_head_;

@@ -202,8 +202,10 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
   } else {
     serialize();
   }
+  last_batch_state_bytes_ = 0;
   for (size_t i = 0; i < dirty_.size(); ++i) {
     const v1::CustomerState* state = dirty_[i];
+    last_batch_state_bytes_ += bytes[i].size();
     Cached& cached = cache_.find(state->customer_id())->second;
     // Only the chunks this batch changed (projections/state_store.h).
     LOYALTY_RETURN_IF_ERROR(ForEachStateChange(

@@ -71,6 +71,7 @@ class Projector final : public EventProcessor, public StateSource {
   absl::Status EndBatch(LogBatch* batch) override;
   void Committed() override;
   void AbortBatch() override;
+  size_t LastBatchStateBytes() const override { return last_batch_state_bytes_; }
   absl::StatusOr<bool> Sweep(int64_t at, LogBatch* batch) override;
 
   // StateSource
@@ -124,6 +125,7 @@ class Projector final : public EventProcessor, public StateSource {
   size_t order_index_from_ = kDefaultOrderIndexFrom;
   int serialize_threads_ = kDefaultSerializeThreads;
   size_t cached_bytes_ = 0;
+  size_t last_batch_state_bytes_ = 0;
   uint64_t batch_number_ = 0;
   // The last batch reported committed: states changed after it are not stored yet.
   uint64_t committed_batch_ = 0;

@@ -152,6 +152,43 @@ TEST_CASE("projector: a large state is stored as chunks and a batch writes only 
   CheckRebuildEqualsLive(h.log());
 }
 
+TEST_CASE("projector: a batch whose states pass the bound is taken in several appends") {
+  // Batches of 5000 purchases over 300 customers. With a bound below one batch's
+  // state bytes, every batch after the first is taken in appends of
+  // kMinSliceMessages; the log and the states are those of whole batches, and the
+  // counts add up.
+  auto pipelined = GENERATE(false, true);
+  INFO("pipelined " << pipelined);
+  testing::HarnessOptions whole_options, split_options;
+  whole_options.pipelined = split_options.pipelined = pipelined;
+  split_options.batch_state_bytes = 1;
+  testing::LedgerHarness whole(whole_options), split(split_options);
+  IngestCounts whole_counts, split_counts;
+  for (int from = 1; from <= 15000; from += 5000) {
+    const std::vector<InputMessage> batch = Purchases(from, from + 4999, 300);
+    auto w = whole.Ingest(batch);
+    auto s = split.Ingest(batch);
+    REQUIRE(w.ok());
+    REQUIRE(s.ok());
+    CHECK(s->messages == 5000);
+    CHECK(s->applied == w->applied);
+    CHECK(s->accepted == w->accepted);
+    CHECK(s->last_seq == w->last_seq);
+    whole_counts.Add(*w);
+    split_counts.Add(*s);
+  }
+  REQUIRE(whole.ingestor().Flush().ok());
+  REQUIRE(split.ingestor().Flush().ok());
+  CHECK(whole.ingestor().appends() == 3);
+  // 5000, then 2048 + 2048 + 904 twice.
+  CHECK(split.ingestor().appends() == 7);
+  CHECK(split.ingestor().stored().applied == whole.ingestor().stored().applied);
+  CHECK(split_counts.applied == 15000);
+  CHECK(split.log().head().seq == whole.log().head().seq);
+  CHECK(States(split.log()) == States(whole.log()));
+  CheckRebuildEqualsLive(split.log());
+}
+
 TEST_CASE("projector: states serialized on two threads are those serialized on one") {
   // Batches of 400 purchases over 300 customers change more states than
   // kParallelSerializeFrom, so EndBatch shares their serialization with a second

@@ -58,6 +58,8 @@ struct HarnessOptions {
   int serialize_threads = kDefaultSerializeThreads;
   // Ingestor::set_pipelined: a batch is stored by the next call (or Flush).
   bool pipelined = false;
+  // Ingestor::set_batch_state_bytes.
+  size_t batch_state_bytes = kDefaultBatchStateBytes;
   // The prefix of the event ids Event() makes: a second harness on the same store
   // needs another one.
   std::string event_id_prefix = "ev-";
@@ -87,6 +89,7 @@ class LedgerHarness {
     projector_->set_serialize_threads(o.serialize_threads);
     ingestor_ = std::make_unique<Ingestor>(log_.get(), &clock_, projector_.get());
     ingestor_->set_pipelined(o.pipelined);
+    ingestor_->set_batch_state_bytes(o.batch_state_bytes);
   }
 
   // Ingests prepared messages as one batch (any source positions).

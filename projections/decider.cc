@@ -45,9 +45,9 @@ absl::Status Commit(const Context& c, v1::CustomerState* customer, v1::LedgerEnt
     c.states->Remember(DecisionIdKey(customer->customer_id(), IdKind::kOrder, id), "");
   }
   customer->set_archived_orders(customer->archived_orders() + dropped.size());
-  if (absl::flat_hash_set<std::string>* index = c.states->OrderIndex(*customer)) {
-    for (const std::string& id : dropped) index->erase(id);
-    if (entry.kind() == v1::PURCHASE) index->insert(entry.order_id());
+  if (OrderIdIndex* index = c.states->OrderIndex(*customer)) {
+    for (const std::string& id : dropped) index->Erase(id);
+    if (entry.kind() == v1::PURCHASE) index->Insert(entry.order_id());
   }
   *c.outcome->add_entries() = std::move(entry);
   return absl::OkStatus();
@@ -57,9 +57,8 @@ absl::Status Commit(const Context& c, v1::CustomerState* customer, v1::LedgerEnt
 // ledger's orders, or one remembered after it left them.
 absl::StatusOr<bool> KnownOrder(const Context& c, const v1::CustomerState& me,
                                 const std::string& order_id) {
-  if (const absl::flat_hash_set<std::string>* index = c.states->OrderIndex(me)) {
-    if (index->contains(order_id)) return true;
-  } else if (FindOrder(me.ledger(), order_id) >= 0) {
+  const OrderIdIndex* index = c.states->OrderIndex(me);
+  if ((index == nullptr || index->MayContain(order_id)) && FindOrder(me.ledger(), order_id) >= 0) {
     return true;
   }
   if (me.archived_orders() == 0) return false;

@@ -147,14 +147,14 @@ void Projector::Remember(const std::string& key, std::string value) {
   remembered_[key] = std::move(value);
 }
 
-absl::flat_hash_set<std::string>* Projector::OrderIndex(const v1::CustomerState& state) {
+OrderIdIndex* Projector::OrderIndex(const v1::CustomerState& state) {
   auto it = cache_.find(state.customer_id());
   if (it == cache_.end() || it->second.state.get() != &state) return nullptr;
   Cached& cached = it->second;
   if (cached.order_ids == nullptr) {
     if (static_cast<size_t>(state.ledger().order_id_size()) < order_index_from_) return nullptr;
-    cached.order_ids = std::make_unique<absl::flat_hash_set<std::string>>(
-        state.ledger().order_id().begin(), state.ledger().order_id().end());
+    cached.order_ids = std::make_unique<OrderIdIndex>();
+    for (const std::string& id : state.ledger().order_id()) cached.order_ids->Insert(id);
   }
   return cached.order_ids.get();
 }

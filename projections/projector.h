@@ -78,7 +78,7 @@ class Projector final : public EventProcessor, public StateSource {
   absl::StatusOr<v1::CustomerState*> Mutable(const std::string& customer_id) override;
   absl::StatusOr<std::optional<std::string>> Recall(const std::string& key) override;
   void Remember(const std::string& key, std::string value) override;
-  absl::flat_hash_set<std::string>* OrderIndex(const v1::CustomerState& state) override;
+  OrderIdIndex* OrderIndex(const v1::CustomerState& state) override;
 
   // How many threads serialize a batch's changed states (at least 1).
   void set_serialize_threads(int threads) { serialize_threads_ = std::max(1, threads); }
@@ -118,7 +118,7 @@ class Projector final : public EventProcessor, public StateSource {
     uint64_t used = 0;  // the last batch that asked for it
     uint64_t changed = 0;  // the last ended batch that changed it
     // The ids of state->ledger()'s orders, once it had order_index_from_ orders.
-    std::unique_ptr<absl::flat_hash_set<std::string>> order_ids;
+    std::unique_ptr<OrderIdIndex> order_ids;
   };
   absl::flat_hash_map<std::string, Cached> cache_;
   size_t state_cache_bytes_ = kDefaultStateCacheBytes;

@@ -287,6 +287,24 @@ TEST_CASE("projector: the order id index gives the decisions a search of the ord
   CheckRebuildEqualsLive(a.log());
 }
 
+TEST_CASE("projector: the order id index forgets an id only when every copy left") {
+  // Entries are counted by hash, so two ids that share one (here, the same id
+  // twice) stay known until both were erased.
+  OrderIdIndex index;
+  CHECK_FALSE(index.MayContain("o-1"));
+  index.Insert("o-1");
+  index.Insert("o-1");
+  index.Insert("o-2");
+  CHECK(index.size() == 2);
+  index.Erase("o-1");
+  CHECK(index.MayContain("o-1"));
+  index.Erase("o-1");
+  CHECK_FALSE(index.MayContain("o-1"));
+  CHECK(index.MayContain("o-2"));
+  index.Erase("o-3");  // not there: nothing changes
+  CHECK(index.size() == 1);
+}
+
 TEST_CASE("projector: old orders and redemptions leave the state, and their ids still decide") {
   // Default program: the order horizon is 730 days (tier status 365 + spend window
   // 365), the cancel window 90 days. The state keeps only what the rules can still

@@ -144,6 +144,10 @@ rocksdb::ColumnFamilyOptions LogCfOptions(const LogOptions& options) {
   // the log on 300k JSON events (docs/benchmarks.md, run N); compactions take the
   // cost, not the write path.
   cf.bottommost_compression_opts.level = 9;
+  // The dictionary is sampled from an output file's first 8 MiB of blocks, which
+  // are held uncompressed until it is trained: without a bound, a file's whole
+  // target size (64 MiB) per running compaction.
+  cf.bottommost_compression_opts.max_dict_buffer_bytes = 8 << 20;
   rocksdb::BlockBasedTableOptions table;
   table.block_size = 16 * 1024;
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));

@@ -68,8 +68,10 @@ struct LogOptions {
 
   // All memtables of all column families together (RocksDB's
   // db_write_buffer_size): past it the largest is flushed, so memory stays bounded
-  // however many column families take writes. Default: 256 MiB.
-  size_t memtable_budget_bytes = 256 << 20;
+  // however many column families take writes. 256 MiB held 270 MB of memtable
+  // arenas at the peak of 3M events, half of what was allocated then
+  // (docs/benchmarks.md, run S). Default: 128 MiB.
+  size_t memtable_budget_bytes = 128 << 20;
 };
 
 // The last record: its sequence number (0 for an empty log) and chain hash

@@ -5,6 +5,16 @@
 #include "CLI/CLI.hpp"
 #include "tools/commands.h"
 
+#ifdef LOYALTY_JEMALLOC
+// jemalloc's settings, read at its start (MALLOC_CONF in the environment overrides
+// them). Freed pages go back to the system after 1 s, from a background thread,
+// instead of 10 s: the engine frees hundreds of MB a second while ingesting, and
+// kept pages were about 40% of the resident set (docs/benchmarks.md, run S).
+extern "C" {
+const char* malloc_conf = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
+}
+#endif
+
 int main(int argc, char** argv) {
   CLI::App app{"loyalty: an event-sourced loyalty points ledger engine"};
   app.require_subcommand(1);

@@ -164,6 +164,12 @@ absl::StatusOr<std::string> StateBytesOfHead(const EventLog& log, std::string_vi
   if (absl::Status s = ParseChunkedHead(head, &size, &ids); !s.ok()) {
     return absl::DataLossError(absl::StrCat("the state head of ", std::string(customer_id), " is malformed"));
   }
+  // A head is at most as large as its chunks allow: a corrupt size is not trusted
+  // with an allocation.
+  if (size > ids.size() * kStateChunkMaxBytes) {
+    return absl::DataLossError(absl::StrCat("the state head of ", std::string(customer_id), " says ",
+                                            size, " bytes in ", ids.size(), " chunks"));
+  }
   std::string bytes;
   bytes.reserve(size);
   for (std::string_view id : ids) {

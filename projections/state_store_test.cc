@@ -193,6 +193,13 @@ TEST_CASE("state store: a missing chunk or a malformed head is data loss") {
     auto bytes = StateBytesOfHead(store.log(), "c", wrong);
     CHECK(absl::IsDataLoss(bytes.status()));
   }
+  SECTION("a head whose size is far more than its chunks can hold") {
+    std::string wrong = *head;
+    wrong[1] = static_cast<char>(0x40);  // about 2^62 bytes: refused before any allocation
+    auto bytes = StateBytesOfHead(store.log(), "c", wrong);
+    CHECK(absl::IsDataLoss(bytes.status()));
+    CHECK(std::string(bytes.status().message()).find("chunks") != std::string::npos);
+  }
 }
 
 }  // namespace

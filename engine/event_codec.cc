@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/sha256.h"
+#include "engine/status_macros.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/json_util.h"
@@ -18,13 +19,115 @@ v1::Encoding DetectEncoding(std::string_view raw, bool json_content_type) {
   return v1::ENCODING_PROTOBUF;
 }
 
+namespace {
+
+constexpr char kBlanks[] = " \t\r\n";
+
+// What DecodeEvent checks beyond the parser.
+absl::Status CheckDecoded(const v1::Event& event) {
+  if (event.has_occurred_at()) {
+    const auto& ts = event.occurred_at();
+    if (ts.seconds() < google::protobuf::util::TimeUtil::kTimestampMinSeconds ||
+        ts.seconds() > google::protobuf::util::TimeUtil::kTimestampMaxSeconds ||
+        ts.nanos() < 0 || ts.nanos() > 999'999'999) {
+      return absl::InvalidArgumentError(
+          "occurred_at is not a valid timestamp (years 0001 to 9999)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+google::protobuf::util::JsonParseOptions JsonOptions() {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  return options;
+}
+
+// Whether `raw`, as text, is one object and nothing more: blanks, '{', brackets
+// that close at its last non-blank byte and not before, counted outside
+// double-quoted strings, and no single quote outside them (protobuf's parser
+// takes single-quoted strings too, which this does not follow). Put between
+// commas in an array, such a text stays one element whatever it holds; it may
+// still not be valid JSON, which the parser finds.
+bool OneObject(std::string_view raw) {
+  const size_t first = raw.find_first_not_of(kBlanks);
+  if (first == std::string_view::npos || raw[first] != '{') return false;
+  const size_t last = raw.find_last_not_of(kBlanks);
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = first; i <= last; ++i) {
+    const char c = raw[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '\'':
+        return false;
+      case '{':
+      case '[':
+        ++depth;
+        break;
+      case '}':
+      case ']':
+        if (--depth == 0 && i != last) return false;
+        break;
+      default:
+        break;
+    }
+  }
+  return depth == 0 && !in_string;
+}
+
+// Decodes the lines `raws[at[k]]` into `out` at the same indexes: all in one
+// document when it parses into as many events, else each half again, down to
+// DecodeEvent alone (which gives a failing line its own error).
+void DecodeGroup(absl::Span<const std::string_view> raws, absl::Span<const size_t> at,
+                 std::string* doc, std::vector<absl::StatusOr<v1::Event>>* out) {
+  if (at.size() == 1) {
+    (*out)[at[0]] = DecodeEvent(raws[at[0]], v1::ENCODING_JSON);
+    return;
+  }
+  doc->assign("{\"events\":[");
+  for (size_t k = 0; k < at.size(); ++k) {
+    if (k > 0) doc->push_back(',');
+    doc->append(raws[at[k]]);
+  }
+  doc->append("]}");
+  v1::EventList list;
+  if (google::protobuf::util::JsonStringToMessage(
+          google::protobuf::StringPiece(doc->data(), doc->size()), &list, JsonOptions())
+          .ok() &&
+      static_cast<size_t>(list.events_size()) == at.size()) {
+    for (size_t k = 0; k < at.size(); ++k) {
+      v1::Event& event = *list.mutable_events(static_cast<int>(k));
+      if (absl::Status s = CheckDecoded(event); !s.ok()) {
+        (*out)[at[k]] = std::move(s);
+      } else {
+        (*out)[at[k]] = std::move(event);
+      }
+    }
+    return;
+  }
+  const size_t half = at.size() / 2;
+  DecodeGroup(raws, at.subspan(0, half), doc, out);
+  DecodeGroup(raws, at.subspan(half), doc, out);
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Event> DecodeEvent(std::string_view raw, v1::Encoding encoding) {
   v1::Event event;
   if (encoding == v1::ENCODING_JSON) {
-    google::protobuf::util::JsonParseOptions options;
-    options.ignore_unknown_fields = true;
     auto status = google::protobuf::util::JsonStringToMessage(
-        google::protobuf::StringPiece(raw.data(), raw.size()), &event, options);
+        google::protobuf::StringPiece(raw.data(), raw.size()), &event, JsonOptions());
     if (!status.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("JSON does not decode as loyalty.v1.Event: ",
@@ -37,26 +140,39 @@ absl::StatusOr<v1::Event> DecodeEvent(std::string_view raw, v1::Encoding encodin
     }
     event.DiscardUnknownFields();
   }
-  if (event.has_occurred_at()) {
-    const auto& ts = event.occurred_at();
-    if (ts.seconds() < google::protobuf::util::TimeUtil::kTimestampMinSeconds ||
-        ts.seconds() > google::protobuf::util::TimeUtil::kTimestampMaxSeconds ||
-        ts.nanos() < 0 || ts.nanos() > 999'999'999) {
-      return absl::InvalidArgumentError(
-          "occurred_at is not a valid timestamp (years 0001 to 9999)");
-    }
-  }
+  LOYALTY_RETURN_IF_ERROR(CheckDecoded(event));
   return event;
 }
 
-std::string SerializeDeterministic(const google::protobuf::Message& message) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream stream(&out);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    message.SerializeToCodedStream(&coded);
+std::vector<absl::StatusOr<v1::Event>> DecodeJsonEvents(
+    absl::Span<const std::string_view> raws) {
+  std::vector<absl::StatusOr<v1::Event>> out(raws.size(), absl::UnknownError("not decoded"));
+  std::vector<size_t> grouped;
+  grouped.reserve(raws.size());
+  for (size_t i = 0; i < raws.size(); ++i) {
+    if (OneObject(raws[i])) {
+      grouped.push_back(i);
+    } else {
+      out[i] = DecodeEvent(raws[i], v1::ENCODING_JSON);
+    }
   }
+  std::string doc;
+  const absl::Span<const size_t> all(grouped);
+  for (size_t from = 0; from < all.size(); from += kJsonEventsPerDocument) {
+    DecodeGroup(raws, all.subspan(from, kJsonEventsPerDocument), &doc, &out);
+  }
+  return out;
+}
+
+std::string SerializeDeterministic(const google::protobuf::Message& message) {
+  // Sized once and written in place: a string output stream grows (and copies) as
+  // it goes, which shows on states of hundreds of kilobytes.
+  const size_t size = message.ByteSizeLong();
+  std::string out(size, '\0');
+  google::protobuf::io::ArrayOutputStream array(out.data(), static_cast<int>(size));
+  google::protobuf::io::CodedOutputStream coded(&array);
+  coded.SetSerializationDeterministic(true);
+  message.SerializeWithCachedSizes(&coded);
   return out;
 }
 

@@ -4,8 +4,10 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "google/protobuf/message.h"
 #include "loyalty/v1/event.pb.h"
 #include "loyalty/v1/log.pb.h"
@@ -20,6 +22,16 @@ v1::Encoding DetectEncoding(std::string_view raw, bool json_content_type);
 // InvalidArgument, with what was wrong, when the bytes do not decode, a value has
 // the wrong type, or the timestamp is not a valid RFC 3339 time.
 absl::StatusOr<v1::Event> DecodeEvent(std::string_view raw, v1::Encoding encoding);
+
+// DecodeEvent(raw, ENCODING_JSON) of each of `raws`, with the same events and the
+// same errors, in a fraction of the time: protobuf's JSON parser builds its view
+// of the Event type for every document, which costs more than parsing one event,
+// so lines are parsed kJsonEventsPerDocument at a time as one document (an
+// EventList). A line that is not plainly one object is decoded alone, and so is
+// each line of a document that fails (halving it until the failing lines are
+// alone).
+std::vector<absl::StatusOr<v1::Event>> DecodeJsonEvents(absl::Span<const std::string_view> raws);
+inline constexpr size_t kJsonEventsPerDocument = 64;
 
 // The event an applied record holds: its stored copy, or its raw bytes decoded
 // when they are the event's canonical protobuf encoding and no copy is kept.

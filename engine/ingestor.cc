@@ -29,17 +29,12 @@ struct Decoded {
 
 }  // namespace
 
-InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t full_size,
-                        absl::Time clock) {
+namespace {
+
+// The verdict on an input of at most kMaxMessageBytes, given what decoding it gave.
+InputVerdict VerdictOf(std::string_view raw, v1::Encoding encoding,
+                       absl::StatusOr<v1::Event> event, absl::Time clock) {
   InputVerdict v;
-  const uint64_t size = full_size != 0 ? full_size : raw.size();
-  if (size > kMaxMessageBytes) {
-    v.rejection = {v1::MESSAGE_TOO_LARGE,
-                   absl::StrCat("the message is ", size, " bytes, over the limit of ",
-                                kMaxMessageBytes)};
-    return v;
-  }
-  auto event = DecodeEvent(raw, encoding);
   if (!event.ok()) {
     v.rejection = {v1::UNDECODABLE, std::string(event.status().message())};
     // JSON that is well-formed but not an Event (a value of the wrong type, a bad
@@ -67,6 +62,49 @@ InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t fu
   v.digest = ContentDigest(v.canonical);
   v.ok = true;
   return v;
+}
+
+// The rejection of an input over kMaxMessageBytes (`size` bytes), if it is.
+std::optional<Rejection> Oversized(uint64_t size) {
+  if (size <= kMaxMessageBytes) return std::nullopt;
+  return Rejection{v1::MESSAGE_TOO_LARGE, absl::StrCat("the message is ", size,
+                                                       " bytes, over the limit of ",
+                                                       kMaxMessageBytes)};
+}
+
+}  // namespace
+
+InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t full_size,
+                        absl::Time clock) {
+  if (auto r = Oversized(full_size != 0 ? full_size : raw.size())) {
+    InputVerdict v;
+    v.rejection = std::move(*r);
+    return v;
+  }
+  return VerdictOf(raw, encoding, DecodeEvent(raw, encoding), clock);
+}
+
+std::vector<InputVerdict> CheckInputs(absl::Span<const InputToCheck> inputs) {
+  std::vector<InputVerdict> verdicts(inputs.size());
+  std::vector<std::string_view> json;
+  std::vector<size_t> json_at;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const InputToCheck& in = inputs[i];
+    if (auto r = Oversized(in.full_size != 0 ? in.full_size : in.raw.size())) {
+      verdicts[i].rejection = std::move(*r);
+    } else if (in.encoding == v1::ENCODING_JSON) {
+      json.push_back(in.raw);
+      json_at.push_back(i);
+    } else {
+      verdicts[i] = VerdictOf(in.raw, in.encoding, DecodeEvent(in.raw, in.encoding), in.clock);
+    }
+  }
+  std::vector<absl::StatusOr<v1::Event>> events = DecodeJsonEvents(json);
+  for (size_t k = 0; k < json_at.size(); ++k) {
+    const InputToCheck& in = inputs[json_at[k]];
+    verdicts[json_at[k]] = VerdictOf(in.raw, in.encoding, std::move(events[k]), in.clock);
+  }
+  return verdicts;
 }
 
 absl::StatusOr<std::string> AppliedDigest(const EventLog& log, uint64_t seq,
@@ -224,10 +262,16 @@ absl::StatusOr<IngestCounts> Ingestor::Build(absl::Span<const InputMessage> batc
   // Each message is checked on its own (a pure function of its bytes and `now`), so
   // large batches are split over threads; everything after is in order, here.
   auto check = [&](size_t from, size_t to) {
+    std::vector<InputToCheck> inputs;
+    inputs.reserve(to - from);
+    for (size_t i = from; i < to; ++i) {
+      decoded[i].encoding = DetectEncoding(batch[i].raw, batch[i].json_content_type);
+      inputs.push_back({batch[i].raw, decoded[i].encoding, batch[i].full_size, now});
+    }
+    std::vector<InputVerdict> verdicts = CheckInputs(inputs);
     for (size_t i = from; i < to; ++i) {
       Decoded& d = decoded[i];
-      d.encoding = DetectEncoding(batch[i].raw, batch[i].json_content_type);
-      d.input = CheckInput(batch[i].raw, d.encoding, batch[i].full_size, now);
+      d.input = std::move(verdicts[i - from]);
       d.verdict = d.input.ok ? Verdict::kApply : Verdict::kDeadLetter;
     }
   };

@@ -86,6 +86,16 @@ struct InputVerdict {
 InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t full_size,
                         absl::Time clock);
 
+// CheckInput of each input, with the JSON ones decoded together (DecodeJsonEvents:
+// the same verdicts, faster).
+struct InputToCheck {
+  std::string_view raw;
+  v1::Encoding encoding = v1::ENCODING_UNSPECIFIED;
+  uint64_t full_size = 0;
+  absl::Time clock;
+};
+std::vector<InputVerdict> CheckInputs(absl::Span<const InputToCheck> inputs);
+
 // The content digest of the event applied by record `seq` (what a repeat of its
 // event id is compared with). DataLoss if the record is missing or applied none.
 absl::StatusOr<std::string> AppliedDigest(const EventLog& log, uint64_t seq,

@@ -363,6 +363,78 @@ TEST_CASE("the same dead letter at the same position is not logged twice") {
   REQUIRE(h.log().head().seq == 2);
 }
 
+TEST_CASE("decoding JSON lines together gives what decoding each alone gives") {
+  // Proves: DecodeJsonEvents, which parses many lines as one document, returns for
+  // every line the event or the error DecodeEvent returns for it alone, whatever
+  // the lines hold: lines that try to leave their array element, brackets and
+  // quotes inside strings, single quotes, deep nesting, type errors, bad times.
+  const std::string head =
+      R"("eventId":"e-1","customerId":"c-1","occurredAt":"2026-01-05T10:00:00Z")";
+  std::vector<std::string> lines = {
+      absl::StrCat("{", head, R"(,"purchase":{"orderId":"o-1","amountMinor":100,"currency":"EUR"}})"),
+      absl::StrCat("  {", head, R"(,"adjustment":{"points":5,"reason":"} ] { [ \" \\","actor":"a"}}  )"),
+      absl::StrCat("{", head, R"(,"refund":{"orderId":"o-1","amountMinor":"12"}})"),
+      absl::StrCat("{", head, R"(,"refund":{"orderId":"o-1","amountMinor":"abc"}})"),
+      absl::StrCat("{", head, R"(,"unknownField":{"a":[1,{"b":"}"}]},"redemptionCancel":{"redemptionId":"r"}})"),
+      absl::StrCat("{", head, R"(,"purchase":{"orderId":"o-2"},"refund":{"orderId":"o-2"}})"),
+      absl::StrCat("{", head, R"(,"adjustment":{'points':5}})"),
+      absl::StrCat("{", head, R"(,"adjustment":{"reason":"it's"}})"),
+      R"({"eventId":"e-2","customerId":"c-1","occurredAt":"0000-01-01T00:00:00Z","adjustment":{}})",
+      R"({"eventId":"e-3","customerId":"c-1","occurredAt":"yesterday"})",
+      R"({"eventId":"e-4","eventId":"e-5","customerId":"c-1"})",
+      R"({"eventId":"x"}]},{"events":[{"eventId":"y"})",
+      R"({"eventId":"x"},{"eventId":"y"})",
+      R"({"eventId":"x"}{"eventId":"y"})",
+      R"({"eventId":"x"} trailing)",
+      R"({"eventId":"unterminated)",
+      R"({"eventId":"x\"}, {\"eventId\":\"y"})",
+      R"({"eventId":"x\\"})",
+      "{}",
+      "",
+      "   ",
+      "null",
+      "[]",
+      "[{}]",
+      "\"a string\"",
+      "{\"eventId\":\"\xff\xfe\"}",
+      std::string("{\"eventId\":\"a\0b\"}", 17),
+      "{\"eventId\":\"e-6\",\"customerId\":\"c-\\u00e9\"}",
+      "{\"eventId\":\"e-7\"}\n",
+  };
+  for (int depth : {90, 98, 99, 100, 101, 200}) {
+    std::string deep = "{\"x\":";
+    for (int d = 0; d < depth; ++d) deep += "[";
+    for (int d = 0; d < depth; ++d) deep += "]";
+    lines.push_back(deep + ",\"eventId\":\"deep\"}");
+  }
+  const size_t distinct = lines.size();
+  // Enough lines for several documents, valid ones mostly, the rest spread over them.
+  for (int i = 0; i < 400; ++i) {
+    lines.push_back(i % 9 == 4 ? lines[(i / 9) % distinct]
+                               : absl::StrCat(R"({"eventId":"v-)", i, R"(","customerId":"c-)",
+                                              i % 7, R"(","occurredAt":"2026-01-05T10:00:0)",
+                                              i % 10, R"(Z","adjustment":{"points":)", i, "}}"));
+  }
+  for (size_t count : {size_t{1}, size_t{2}, distinct, lines.size()}) {
+    std::vector<std::string_view> views(lines.begin(), lines.begin() + count);
+    std::vector<absl::StatusOr<v1::Event>> together = DecodeJsonEvents(views);
+    REQUIRE(together.size() == count);
+    size_t ok = 0;
+    for (size_t i = 0; i < count; ++i) {
+      INFO("line " << i << ": " << lines[i]);
+      absl::StatusOr<v1::Event> alone = DecodeEvent(lines[i], v1::ENCODING_JSON);
+      REQUIRE(together[i].ok() == alone.ok());
+      if (alone.ok()) {
+        ++ok;
+        CHECK(SerializeDeterministic(*together[i]) == SerializeDeterministic(*alone));
+      } else {
+        CHECK(together[i].status() == alone.status());
+      }
+    }
+    if (count == lines.size()) CHECK(ok > 300);
+  }
+}
+
 TEST_CASE("checking a batch on several threads logs exactly what one thread does") {
   // Proves: the parallel check of large batches changes nothing. A 3000-message
   // batch (valid events, each kind of bad input, duplicates and conflicts within the

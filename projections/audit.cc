@@ -204,10 +204,22 @@ absl::StatusOr<AuditReport> AuditLog(
         }
         return absl::OkStatus();
       },
-      [&](uint64_t seq, const v1::LogRecord& record) -> std::any {
-        if (seq < options.from_seq || record.has_program() || record.has_sweep()) return {};
-        return CheckInput(record.raw(), record.encoding(), record.dead_letter().raw_size(),
-                          RecordClock(record));
+      [&](absl::Span<const PrepareItem> records) {
+        std::vector<InputToCheck> inputs;
+        std::vector<size_t> at;
+        for (size_t i = 0; i < records.size(); ++i) {
+          const v1::LogRecord& record = *records[i].record;
+          if (records[i].seq < options.from_seq || record.has_program() || record.has_sweep()) {
+            continue;
+          }
+          inputs.push_back({record.raw(), record.encoding(), record.dead_letter().raw_size(),
+                            RecordClock(record)});
+          at.push_back(i);
+        }
+        std::vector<InputVerdict> verdicts = CheckInputs(inputs);
+        std::vector<std::any> prepared(records.size());
+        for (size_t k = 0; k < at.size(); ++k) prepared[at[k]] = std::move(verdicts[k]);
+        return prepared;
       });
   if (!replay.ok()) {
     if (!report.ok) return report;

@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/event_codec.h"
@@ -33,18 +34,17 @@ std::string SignalsText(const SignalList& signals) {
   return absl::StrCat(text, " ]");
 }
 
+// The replay's states: kept in `states` (a std::map, so that the result iterates in
+// key order), found through a hash map on the customer id (the std::map's nodes do
+// not move), each with an index of its order ids once it holds many orders, as the
+// live projector keeps them (Projector::OrderIndex).
 class MapStates final : public StateSource {
  public:
   MapStates(std::map<std::string, std::unique_ptr<v1::CustomerState>>* states,
             std::map<std::string, std::string>* ids)
       : states_(states), ids_(ids) {}
   absl::StatusOr<v1::CustomerState*> Mutable(const std::string& id) override {
-    auto& slot = (*states_)[id];
-    if (slot == nullptr) {
-      slot = std::make_unique<v1::CustomerState>();
-      slot->set_customer_id(id);
-    }
-    return slot.get();
+    return Find(id).state;
   }
   absl::StatusOr<std::optional<std::string>> Recall(const std::string& key) override {
     auto it = ids_->find(key);
@@ -54,10 +54,49 @@ class MapStates final : public StateSource {
   void Remember(const std::string& key, std::string value) override {
     (*ids_)[key] = std::move(value);
   }
+  OrderIdIndex* OrderIndex(const v1::CustomerState& state) override {
+    Slot& slot = Find(state.customer_id());
+    if (slot.order_ids == nullptr) {
+      if (static_cast<size_t>(state.ledger().order_id_size()) < kDefaultOrderIndexFrom) {
+        return nullptr;
+      }
+      slot.order_ids = std::make_unique<OrderIdIndex>();
+      for (const std::string& id : state.ledger().order_id()) slot.order_ids->Insert(id);
+    }
+    return slot.order_ids.get();
+  }
 
  private:
+  struct Slot {
+    v1::CustomerState* state = nullptr;
+    std::unique_ptr<OrderIdIndex> order_ids;
+  };
+
+  Slot& Find(const std::string& id) {
+    // An event asks for its customer several times in a row.
+    if (last_ != nullptr && last_->state->customer_id() == id) return *last_;
+    last_ = &FindInMap(id);
+    return *last_;
+  }
+
+  Slot& FindInMap(const std::string& id) {
+    auto it = slots_.find(std::string_view(id));
+    if (it != slots_.end()) return it->second;
+    auto [owned, added] = states_->try_emplace(id);
+    if (owned->second == nullptr) {
+      owned->second = std::make_unique<v1::CustomerState>();
+      owned->second->set_customer_id(id);
+    }
+    Slot& slot = slots_[std::string_view(owned->first)];
+    slot.state = owned->second.get();
+    return slot;
+  }
+
   std::map<std::string, std::unique_ptr<v1::CustomerState>>* states_;
   std::map<std::string, std::string>* ids_;
+  // Keys view the std::map's keys.
+  absl::flat_hash_map<std::string_view, Slot> slots_;
+  Slot* last_ = nullptr;  // the slot Find returned last (reset by every insert, in Find)
 };
 
 // A record as the read-ahead thread hands it over.
@@ -65,7 +104,11 @@ struct ReadAhead {
   uint64_t seq = 0;
   absl::Status status;  // the record does not decode, or its event does not
   v1::LogRecord record;
-  std::optional<v1::Event> event;  // applied events only
+  // Applied events only: the record's decoded event, or `decoded` from its raw
+  // bytes where the record holds none.
+  const v1::Event* event = nullptr;
+  std::optional<v1::Event> decoded;
+  std::string recorded_outcome;  // the record's outcome, serialized deterministically
   std::any prepared;
 };
 
@@ -85,9 +128,10 @@ class RecordReader {
   }
 
   // The next chunk, in order; empty once everything is read (then `done` says how
-  // the scan ended).
-  std::vector<ReadAhead> Next(absl::Status* done) {
+  // the scan ended). `spent`, the chunk before, is freed on the reading thread.
+  std::vector<ReadAhead> Next(std::vector<ReadAhead> spent, absl::Status* done) {
     absl::MutexLock lock(&mu_);
+    if (!spent.empty()) spent_.push_back(std::move(spent));
     mu_.Await(absl::Condition(
         +[](RecordReader* r) { return !r->chunks_.empty() || r->finished_; }, this));
     if (chunks_.empty()) {
@@ -105,16 +149,34 @@ class RecordReader {
 
   void Run(const EventLog& log, uint64_t to_seq, const ReplayPrepare& prepare) {
     std::vector<ReadAhead> chunk;
+    std::vector<PrepareItem> items;
     auto hand_over = [&]() -> bool {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](RecordReader* r) { return r->chunks_.size() < kChunksAhead || r->stopped_; },
-          this));
-      if (stopped_) return false;
-      chunks_.push_back(std::move(chunk));
+      if (prepare) {
+        items.clear();
+        std::vector<size_t> at;
+        for (size_t i = 0; i < chunk.size(); ++i) {
+          if (!chunk[i].status.ok()) continue;
+          items.push_back({chunk[i].seq, &chunk[i].record});
+          at.push_back(i);
+        }
+        std::vector<std::any> prepared = prepare(items);
+        for (size_t k = 0; k < at.size() && k < prepared.size(); ++k) {
+          chunk[at[k]].prepared = std::move(prepared[k]);
+        }
+      }
+      std::deque<std::vector<ReadAhead>> spent;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](RecordReader* r) { return r->chunks_.size() < kChunksAhead || r->stopped_; },
+            this));
+        if (stopped_) return false;
+        chunks_.push_back(std::move(chunk));
+        spent.swap(spent_);
+      }
       chunk.clear();
       chunk.reserve(kChunk);
-      return true;
+      return true;  // `spent` is freed here, off the replaying thread
     };
     chunk.reserve(kChunk);
     absl::Status s = log.Scan(
@@ -127,14 +189,16 @@ class RecordReader {
             r.status = absl::DataLossError(absl::StrCat("record ", seq, " does not decode"));
           } else {
             if (r.record.has_applied()) {
-              absl::StatusOr<v1::Event> event = RecordEvent(r.record);
-              if (event.ok()) {
-                r.event = *std::move(event);
+              if (r.record.applied().has_event()) {
+                r.event = &r.record.applied().event();
+              } else if (absl::StatusOr<v1::Event> event = RecordEvent(r.record); event.ok()) {
+                r.decoded = *std::move(event);
+                r.event = &*r.decoded;
               } else {
                 r.status = event.status();
               }
+              r.recorded_outcome = SerializeDeterministic(r.record.applied().outcome());
             }
-            if (prepare) r.prepared = prepare(seq, r.record);
           }
           if (chunk.size() == kChunk && !hand_over()) return absl::CancelledError("stopped");
           return absl::OkStatus();
@@ -147,6 +211,7 @@ class RecordReader {
 
   absl::Mutex mu_;
   std::deque<std::vector<ReadAhead>> chunks_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::vector<ReadAhead>> spent_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status scan_status_ ABSL_GUARDED_BY(mu_);
@@ -223,7 +288,8 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
       result.mismatch = absl::StrCat("recorded signals ", SignalsText(record.applied().signals()),
                                      "; the rules give ", SignalsText(signals));
     }
-    if (result.first_mismatch_seq == 0 && !SameMessage(outcome, record.applied().outcome())) {
+    if (result.first_mismatch_seq == 0 &&
+        SerializeDeterministic(outcome) != item.recorded_outcome) {
       result.first_mismatch_seq = seq;
       result.mismatch = absl::StrCat("recorded outcome ",
                                      record.applied().outcome().ShortDebugString(),
@@ -233,8 +299,8 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
   };
   RecordReader reader(log, to_seq, prepare);
   absl::Status done;
-  for (std::vector<ReadAhead> chunk = reader.Next(&done); !chunk.empty();
-       chunk = reader.Next(&done)) {
+  for (std::vector<ReadAhead> chunk = reader.Next({}, &done); !chunk.empty();
+       chunk = reader.Next(std::move(chunk), &done)) {
     for (ReadAhead& item : chunk) LOYALTY_RETURN_IF_ERROR(replay_one(item));
   }
   LOYALTY_RETURN_IF_ERROR(done);

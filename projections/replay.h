@@ -10,8 +10,10 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/event_log.h"
 #include "loyalty/v1/ledger.pb.h"
 #include "loyalty/v1/log.pb.h"
@@ -31,10 +33,15 @@ struct ReplayResult {
   std::string mismatch;
 };
 
-// Work on one record that does not depend on the records before it (the audit
+// Work on records that does not depend on the records before them (the audit
 // decodes each record's raw input again). Runs on the thread that reads ahead of
-// the replay (see ReplayLog); what it returns goes to the hook with the record.
-using ReplayPrepare = std::function<std::any(uint64_t seq, const v1::LogRecord& record)>;
+// the replay (see ReplayLog), on each chunk of records read, and returns one value
+// for each of `records`, which goes to the hook with that record.
+struct PrepareItem {
+  uint64_t seq = 0;
+  const v1::LogRecord* record = nullptr;
+};
+using ReplayPrepare = std::function<std::vector<std::any>(absl::Span<const PrepareItem> records)>;
 
 // Called for every record replayed, after it was decided (`redecided` is null for
 // records that are not applied events), with what `prepare` returned for it (empty

@@ -102,7 +102,7 @@ void DueIndex::Set(const std::string& customer_id, int64_t next_check_at) {
   auto it = at_.find(customer_id);
   if (it != at_.end()) {
     if (it->second == next_check_at) return;
-    by_time_.erase({it->second, customer_id});
+    by_time_.erase({it->second, &it->first});
     if (next_check_at == 0) {
       at_.erase(it);
       return;
@@ -110,15 +110,15 @@ void DueIndex::Set(const std::string& customer_id, int64_t next_check_at) {
     it->second = next_check_at;
   } else {
     if (next_check_at == 0) return;
-    at_.emplace(customer_id, next_check_at);
+    it = at_.emplace(customer_id, next_check_at).first;
   }
-  by_time_.emplace(next_check_at, customer_id);
+  by_time_.emplace(next_check_at, &it->first);
 }
 
 std::vector<std::string> DueIndex::DueBy(int64_t at) const {
   std::vector<std::string> ids;
   for (auto it = by_time_.begin(); it != by_time_.end() && it->first <= at; ++it) {
-    ids.push_back(it->second);
+    ids.push_back(*it->second);
   }
   std::sort(ids.begin(), ids.end());
   return ids;

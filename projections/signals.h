@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "absl/container/btree_set.h"
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "google/protobuf/repeated_field.h"
 #include "loyalty/v1/ledger.pb.h"
@@ -35,6 +35,12 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
 // so neither scans every customer per sweep. Thread-compatible.
 class DueIndex {
  public:
+  DueIndex() = default;
+  DueIndex(const DueIndex&) = delete;  // by_time_ points into at_
+  DueIndex& operator=(const DueIndex&) = delete;
+  DueIndex(DueIndex&&) = default;  // a node map's nodes stay where they are
+  DueIndex& operator=(DueIndex&&) = default;
+
   void Set(const std::string& customer_id, int64_t next_check_at);
   // The customers with next_check_at <= at, in customer_id order (the order a
   // sweep evaluates them in).
@@ -42,8 +48,10 @@ class DueIndex {
   void Clear();
 
  private:
-  absl::btree_set<std::pair<int64_t, std::string>> by_time_;
-  absl::flat_hash_map<std::string, int64_t> at_;
+  // by_time_ names customers by at_'s keys, which do not move (a node map): an
+  // update moves a pointer, not a string.
+  absl::node_hash_map<std::string, int64_t> at_;
+  absl::btree_set<std::pair<int64_t, const std::string*>> by_time_;
 };
 
 // After an applied event: evaluates the event's customer, then every other

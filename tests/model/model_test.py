@@ -662,7 +662,11 @@ class Engine:
         return p.stdout.decode()
 
     def serve(self):
-        self.log = open(os.path.join(os.path.dirname(self.data_dir), "serve.log"), "wb+")
+        # Append mode: serve shares this file's offset, and the seek(0) below to read it
+        # would otherwise have serve's next line overwrite the file's start.
+        path = os.path.join(os.path.dirname(self.data_dir), "serve.log")
+        open(path, "wb").close()
+        self.log = open(path, "ab+")
         self.proc = subprocess.Popen([self.binary, "serve", "--data-dir", self.data_dir,
                                       "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -87,38 +87,36 @@ bool OneObject(std::string_view raw) {
 }
 
 // Decodes the lines `raws[at[k]]` into `out` at the same indexes: all in one
-// document when it parses into as many events, else each half again, down to
-// DecodeEvent alone (which gives a failing line its own error).
+// document when it parses into as many events, else each alone (which gives a
+// failing line its own error). Alone, not halved again: halving parses a document
+// with one bad line about three times over, and one of bad lines only seven
+// times; alone, 100,000 undecodable lines took 1.57 s against 1.24 s one at a time.
 void DecodeGroup(absl::Span<const std::string_view> raws, absl::Span<const size_t> at,
                  std::string* doc, std::vector<absl::StatusOr<v1::Event>>* out) {
-  if (at.size() == 1) {
-    (*out)[at[0]] = DecodeEvent(raws[at[0]], v1::ENCODING_JSON);
-    return;
-  }
-  doc->assign("{\"events\":[");
-  for (size_t k = 0; k < at.size(); ++k) {
-    if (k > 0) doc->push_back(',');
-    doc->append(raws[at[k]]);
-  }
-  doc->append("]}");
-  v1::EventList list;
-  if (google::protobuf::util::JsonStringToMessage(
-          google::protobuf::StringPiece(doc->data(), doc->size()), &list, JsonOptions())
-          .ok() &&
-      static_cast<size_t>(list.events_size()) == at.size()) {
+  if (at.size() > 1) {
+    doc->assign("{\"events\":[");
     for (size_t k = 0; k < at.size(); ++k) {
-      v1::Event& event = *list.mutable_events(static_cast<int>(k));
-      if (absl::Status s = CheckDecoded(event); !s.ok()) {
-        (*out)[at[k]] = std::move(s);
-      } else {
-        (*out)[at[k]] = std::move(event);
-      }
+      if (k > 0) doc->push_back(',');
+      doc->append(raws[at[k]]);
     }
-    return;
+    doc->append("]}");
+    v1::EventList list;
+    if (google::protobuf::util::JsonStringToMessage(
+            google::protobuf::StringPiece(doc->data(), doc->size()), &list, JsonOptions())
+            .ok() &&
+        static_cast<size_t>(list.events_size()) == at.size()) {
+      for (size_t k = 0; k < at.size(); ++k) {
+        v1::Event& event = *list.mutable_events(static_cast<int>(k));
+        if (absl::Status s = CheckDecoded(event); !s.ok()) {
+          (*out)[at[k]] = std::move(s);
+        } else {
+          (*out)[at[k]] = std::move(event);
+        }
+      }
+      return;
+    }
   }
-  const size_t half = at.size() / 2;
-  DecodeGroup(raws, at.subspan(0, half), doc, out);
-  DecodeGroup(raws, at.subspan(half), doc, out);
+  for (size_t i : at) (*out)[i] = DecodeEvent(raws[i], v1::ENCODING_JSON);
 }
 
 }  // namespace

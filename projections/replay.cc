@@ -104,12 +104,16 @@ struct ReadAhead {
   uint64_t seq = 0;
   absl::Status status;  // the record does not decode, or its event does not
   v1::LogRecord record;
-  // Applied events only: the record's decoded event, or `decoded` from its raw
-  // bytes where the record holds none.
-  const v1::Event* event = nullptr;
+  // Applied events only: `decoded` from the raw bytes where the record holds no
+  // decoded event.
   std::optional<v1::Event> decoded;
   std::string recorded_outcome;  // the record's outcome, serialized deterministically
   std::any prepared;
+
+  // The event of an applied record whose status is ok.
+  const v1::Event& Event() const {
+    return decoded.has_value() ? *decoded : record.applied().event();
+  }
 };
 
 // Reads records on a thread of its own, in chunks, a few chunks ahead of the
@@ -190,10 +194,9 @@ class RecordReader {
           } else {
             if (r.record.has_applied()) {
               if (r.record.applied().has_event()) {
-                r.event = &r.record.applied().event();
+                // The record's own copy is used (ReadAhead::Event).
               } else if (absl::StatusOr<v1::Event> event = RecordEvent(r.record); event.ok()) {
                 r.decoded = *std::move(event);
-                r.event = &*r.decoded;
               } else {
                 r.status = event.status();
               }
@@ -272,7 +275,7 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
       return absl::DataLossError(
           absl::StrCat("record ", seq, " is an event with no program in force"));
     }
-    const v1::Event& event = *item.event;
+    const v1::Event& event = item.Event();
     ++result.events;
     LOYALTY_ASSIGN_OR_RETURN(v1::Outcome outcome,
                              Decide(event, seq, *rules, result.program.version(), &states));

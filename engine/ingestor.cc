@@ -27,10 +27,6 @@ struct Decoded {
   InputVerdict input;
 };
 
-}  // namespace
-
-namespace {
-
 // The verdict on an input of at most kMaxMessageBytes, given what decoding it gave.
 InputVerdict VerdictOf(std::string_view raw, v1::Encoding encoding,
                        absl::StatusOr<v1::Event> event, absl::Time clock) {
@@ -64,24 +60,12 @@ InputVerdict VerdictOf(std::string_view raw, v1::Encoding encoding,
   return v;
 }
 
-// The rejection of an input over kMaxMessageBytes (`size` bytes), if it is.
-std::optional<Rejection> Oversized(uint64_t size) {
-  if (size <= kMaxMessageBytes) return std::nullopt;
-  return Rejection{v1::MESSAGE_TOO_LARGE, absl::StrCat("the message is ", size,
-                                                       " bytes, over the limit of ",
-                                                       kMaxMessageBytes)};
-}
-
 }  // namespace
 
 InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t full_size,
                         absl::Time clock) {
-  if (auto r = Oversized(full_size != 0 ? full_size : raw.size())) {
-    InputVerdict v;
-    v.rejection = std::move(*r);
-    return v;
-  }
-  return VerdictOf(raw, encoding, DecodeEvent(raw, encoding), clock);
+  const InputToCheck input{raw, encoding, full_size, clock};
+  return std::move(CheckInputs({&input, 1})[0]);
 }
 
 std::vector<InputVerdict> CheckInputs(absl::Span<const InputToCheck> inputs) {
@@ -90,8 +74,11 @@ std::vector<InputVerdict> CheckInputs(absl::Span<const InputToCheck> inputs) {
   std::vector<size_t> json_at;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const InputToCheck& in = inputs[i];
-    if (auto r = Oversized(in.full_size != 0 ? in.full_size : in.raw.size())) {
-      verdicts[i].rejection = std::move(*r);
+    const uint64_t size = in.full_size != 0 ? in.full_size : in.raw.size();
+    if (size > kMaxMessageBytes) {
+      verdicts[i].rejection = {v1::MESSAGE_TOO_LARGE,
+                               absl::StrCat("the message is ", size, " bytes, over the limit of ",
+                                            kMaxMessageBytes)};
     } else if (in.encoding == v1::ENCODING_JSON) {
       json.push_back(in.raw);
       json_at.push_back(i);

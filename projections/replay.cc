@@ -193,12 +193,14 @@ class RecordReader {
             r.status = absl::DataLossError(absl::StrCat("record ", seq, " does not decode"));
           } else {
             if (r.record.has_applied()) {
-              if (r.record.applied().has_event()) {
-                // The record's own copy is used (ReadAhead::Event).
-              } else if (absl::StatusOr<v1::Event> event = RecordEvent(r.record); event.ok()) {
-                r.decoded = *std::move(event);
-              } else {
-                r.status = event.status();
+              // Without a decoded copy in the record, from its raw bytes (ReadAhead::Event).
+              if (!r.record.applied().has_event()) {
+                absl::StatusOr<v1::Event> event = RecordEvent(r.record);
+                if (event.ok()) {
+                  r.decoded = *std::move(event);
+                } else {
+                  r.status = event.status();
+                }
               }
               r.recorded_outcome = SerializeDeterministic(r.record.applied().outcome());
             }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
@@ -41,6 +42,10 @@ class OrderIdIndex {
   }
   bool MayContain(std::string_view id) const { return counts_.contains(Hash(id)); }
   size_t size() const { return counts_.size(); }
+  // The bytes it holds (its table's slots and control bytes).
+  size_t bytes() const {
+    return counts_.capacity() * (sizeof(std::pair<uint64_t, uint32_t>) + 1);
+  }
 
  private:
   static uint64_t Hash(std::string_view id) { return absl::Hash<std::string_view>()(id); }

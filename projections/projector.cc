@@ -19,12 +19,14 @@ using ProjectionCf = LogBatch::ProjectionCf;
 absl::StatusOr<std::unique_ptr<Projector>> Projector::Open(EventLog* log,
                                                            const v1::Program& program,
                                                            size_t state_cache_bytes,
-                                                           size_t order_index_from) {
+                                                           size_t order_index_from,
+                                                           size_t parsed_state_bytes) {
   LOYALTY_RETURN_IF_ERROR(ValidateProgram(program));
   std::unique_ptr<Projector> p(new Projector(log));
   p->configured_ = program;
   p->state_cache_bytes_ = state_cache_bytes;
   p->order_index_from_ = order_index_from;
+  p->parsed_state_bytes_ = parsed_state_bytes;
   LOYALTY_RETURN_IF_ERROR(p->Load());
   return p;
 }
@@ -56,7 +58,9 @@ void Projector::Evict() {
   std::vector<std::pair<uint64_t, const std::string*>> by_use;
   by_use.reserve(cache_.size());
   for (const auto& [id, cached] : cache_) {
-    if (cached.changed <= committed_batch_) by_use.emplace_back(cached.used, &id);
+    if (cached.changed <= committed_batch_ && !cached.kept_parsed) {
+      by_use.emplace_back(cached.used, &id);
+    }
   }
   std::sort(by_use.begin(), by_use.end());
   std::vector<std::string> drop;
@@ -116,7 +120,14 @@ absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& custome
     it = cache_.emplace(customer_id, std::move(cached)).first;
   }
   Cached& cached = it->second;
-  if (cached.state == nullptr) {
+  if (cached.kept_parsed) {
+    // Counted as any state the batch uses until EndBatch decides again.
+    cached.kept_parsed = false;
+    cached.was_kept = true;
+    parsed_bytes_ -= cached.parsed_bytes;
+    cached.parsed_bytes = 0;
+    cached_bytes_ += cached.bytes;
+  } else if (cached.state == nullptr) {
     auto parsed = std::make_unique<v1::CustomerState>();
     if (!ParseCustomerState(cached.serialized, parsed.get())) {
       return absl::InternalError(absl::StrCat("the cached state of customer ", customer_id,
@@ -224,18 +235,72 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
     cached.bytes = bytes[i].size();
     cached.changed = batch_number_;
     if (due_loaded_) due_.Set(state->customer_id(), state->signals().next_check_at());
-    // Kept as stored until a batch needs it again (kDefaultStateCacheBytes).
-    cached.serialized = std::move(bytes[i]);
-    cached.state.reset();
-    cached.order_ids.reset();
   }
-  dirty_.clear();  // its states are serialized now
+  KeepParsed(&bytes);
+  dirty_.clear();  // its states are stored or kept now
   for (const auto& [key, value] : remembered_) batch->Put(ProjectionCf::kDecisionIds, key, value);
   // Until the batch is reported committed, its states stay in memory (Evict skips
   // them) and its decision ids are recalled from here.
   ended_.push_back(Ended{batch_number_, in_force_, std::move(remembered_)});
   remembered_.clear();
   return absl::OkStatus();
+}
+
+void Projector::KeepParsed(std::vector<std::string>* serialized) {
+  // The states kept parsed that this batch did not use: serialized again (they are
+  // as stored), as they may belong to a batch not yet committed.
+  for (const std::string& id : kept_) {
+    Cached& cached = cache_.find(id)->second;
+    if (!cached.kept_parsed) continue;  // this batch used it
+    cached.serialized = SerializeDeterministic(*cached.state);
+    cached.state.reset();
+    cached.order_ids.reset();
+    cached.kept_parsed = false;
+    parsed_bytes_ -= cached.parsed_bytes;
+    cached.parsed_bytes = 0;
+    cached_bytes_ += cached.bytes;
+  }
+  kept_.clear();
+  // Of this batch's states, those the batch before used too: first those kept
+  // parsed since then (so that the same states stay), then the others, by
+  // customer id (the order of dirty_).
+  std::vector<size_t> hot, others;
+  std::vector<std::string> ids;
+  ids.reserve(dirty_.size());
+  for (size_t i = 0; i < dirty_.size(); ++i) {
+    const std::string& id = dirty_[i]->customer_id();
+    ids.push_back(id);
+    Cached& cached = cache_.find(id)->second;
+    if (cached.was_kept) {
+      hot.push_back(i);
+    } else if (std::binary_search(last_batch_.begin(), last_batch_.end(), id)) {
+      others.push_back(i);
+    }
+    cached.was_kept = false;
+  }
+  last_batch_ = std::move(ids);  // sorted, as dirty_ is
+  hot.insert(hot.end(), others.begin(), others.end());
+  std::vector<bool> keep(dirty_.size(), false);
+  for (size_t i : hot) {
+    Cached& cached = cache_.find(dirty_[i]->customer_id())->second;
+    const size_t bytes =
+        cached.state->SpaceUsedLong() + (cached.order_ids ? cached.order_ids->bytes() : 0);
+    if (parsed_bytes_ + bytes > parsed_state_bytes_) continue;
+    keep[i] = true;
+    cached.kept_parsed = true;
+    cached.parsed_bytes = bytes;
+    parsed_bytes_ += bytes;
+    cached_bytes_ -= cached.bytes;
+    kept_.push_back(dirty_[i]->customer_id());
+  }
+  for (size_t i = 0; i < dirty_.size(); ++i) {
+    if (keep[i]) continue;
+    // Kept as stored until a batch needs it again (kDefaultStateCacheBytes).
+    Cached& cached = cache_.find(dirty_[i]->customer_id())->second;
+    cached.serialized = std::move((*serialized)[i]);
+    cached.state.reset();
+    cached.order_ids.reset();
+  }
 }
 
 void Projector::Committed() {
@@ -262,9 +327,17 @@ void Projector::AbortBatch() {
   for (const std::string& id : ids) {
     auto it = cache_.find(id);
     if (it == cache_.end()) continue;  // named twice
-    cached_bytes_ -= it->second.bytes;
+    if (it->second.kept_parsed) {
+      parsed_bytes_ -= it->second.parsed_bytes;
+    } else {
+      cached_bytes_ -= it->second.bytes;
+    }
     cache_.erase(it);
   }
+  // The states kept parsed that are left are as the store holds them.
+  kept_.erase(std::remove_if(kept_.begin(), kept_.end(),
+                             [&](const std::string& id) { return !cache_.contains(id); }),
+              kept_.end());
   in_force_ = committed_in_force_;
   rules_ = std::make_unique<Rules>(in_force_.version() > 0 ? in_force_.program() : configured_);
 }

@@ -41,8 +41,21 @@ inline constexpr char kMetaProjectionVersion[] = "projection_version";
 // stored, and parsed again when a batch needs it: parsed, a state takes about 6
 // times the bytes (packed columns are varints on disk and 8-byte slots with room
 // to grow in memory, each order id its own string), and keeping them parsed held
-// 1.9 GB at 10M events (docs/benchmarks.md, run R).
-inline constexpr size_t kDefaultStateCacheBytes = 24 << 20;
+// 1.9 GB at 10M events (docs/benchmarks.md, run R). The busiest states stay
+// parsed instead (kDefaultParsedStateBytes, outside this budget), so this cache
+// holds the rest: 8 MiB ingested lines 4M-4.5M of the 10M stream as fast as 24
+// MiB did, with less memory (run U).
+inline constexpr size_t kDefaultStateCacheBytes = 8 << 20;
+
+// The busiest customers appear in nearly every batch, and a state kept only
+// serialized between batches is read or parsed at the start of each batch that
+// uses it and destroyed at its end: reading, parsing and destroying states took
+// 22% of the CPU of `loyalty ingest` at lines 4M-4.5M of the 10M-event stream,
+// half of the ingesting thread's (docs/benchmarks.md, run U). States used in two
+// batches in a row stay parsed (with their order id index) until a batch passes
+// them by, within this many bytes of memory (SpaceUsedLong plus the index). They
+// are still serialized and stored at the end of each batch that changes them.
+inline constexpr size_t kDefaultParsedStateBytes = 96 << 20;
 
 // States in memory with at least this many orders keep a set of their order ids,
 // so that a duplicate check costs one lookup instead of a pass over the orders.
@@ -61,7 +74,8 @@ class Projector final : public EventProcessor, public StateSource {
   static absl::StatusOr<std::unique_ptr<Projector>> Open(
       EventLog* log, const v1::Program& program,
       size_t state_cache_bytes = kDefaultStateCacheBytes,
-      size_t order_index_from = kDefaultOrderIndexFrom);
+      size_t order_index_from = kDefaultOrderIndexFrom,
+      size_t parsed_state_bytes = kDefaultParsedStateBytes);
 
   // EventProcessor
   absl::Status BeginBatch(LogBatch* batch) override;
@@ -85,9 +99,13 @@ class Projector final : public EventProcessor, public StateSource {
   const Rules& rules() const { return *rules_; }
   uint32_t program_version() const { return in_force_.version(); }
 
-  // States in memory, and their serialized bytes as last stored.
+  // States in memory, and the serialized bytes (as last stored) of those not kept
+  // parsed.
   size_t cached_states() const { return cache_.size(); }
   size_t cached_bytes() const { return cached_bytes_; }
+  // States kept parsed between batches, and the memory they hold.
+  size_t parsed_states() const { return kept_.size(); }
+  size_t parsed_bytes() const { return parsed_bytes_; }
 
  private:
   explicit Projector(EventLog* log) : log_(log) {}
@@ -96,9 +114,14 @@ class Projector final : public EventProcessor, public StateSource {
   // loaded from the store at the first sweep and kept up to date by EndBatch.
   absl::Status LoadDue();
   // Drops the least recently used states the store holds as they are (not those
-  // of a batch not yet committed) until the cache is within 90% of its budget.
-  // Only between batches.
+  // of a batch not yet committed, nor those kept parsed) until the cache is within
+  // 90% of its budget. Only between batches.
   void Evict();
+  // At the end of a batch: the states kept parsed that it did not use are kept
+  // serialized from now on, and of those it changed, the ones used in the batch
+  // before as well stay parsed as far as kDefaultParsedStateBytes allows.
+  // `serialized[i]` is dirty_[i]'s state as stored.
+  void KeepParsed(std::vector<std::string>* serialized);
 
   EventLog* log_;
   v1::Program configured_;
@@ -106,10 +129,13 @@ class Projector final : public EventProcessor, public StateSource {
   std::unique_ptr<Rules> rules_;
   v1::ProgramChange committed_in_force_;  // as of the last committed batch
   struct Cached {
-    // Parsed while a batch uses it (from Mutable to EndBatch), else null and the
-    // state is `serialized`.
+    // Parsed while a batch uses it (from Mutable to EndBatch) and while kept
+    // parsed, else null and the state is `serialized`.
     std::unique_ptr<v1::CustomerState> state;
     std::string serialized;
+    bool kept_parsed = false;  // between batches: `state` holds it
+    size_t parsed_bytes = 0;   // when kept parsed: its memory, as counted
+    bool was_kept = false;     // in a batch: it was kept parsed before it
     // The head stored for it when it is stored as chunks (projections/state_store.h),
     // else empty: the next batch that changes it writes only the chunks it changed.
     std::string head;
@@ -122,8 +148,12 @@ class Projector final : public EventProcessor, public StateSource {
   absl::flat_hash_map<std::string, Cached> cache_;
   size_t state_cache_bytes_ = kDefaultStateCacheBytes;
   size_t order_index_from_ = kDefaultOrderIndexFrom;
+  size_t parsed_state_bytes_ = kDefaultParsedStateBytes;
   int serialize_threads_ = kDefaultSerializeThreads;
-  size_t cached_bytes_ = 0;
+  size_t cached_bytes_ = 0;  // serialized bytes of the states not kept parsed
+  size_t parsed_bytes_ = 0;  // memory of the states kept parsed
+  std::vector<std::string> kept_;  // the customers whose states are kept parsed
+  std::vector<std::string> last_batch_;  // the customers the last ended batch used, sorted
   size_t last_batch_state_bytes_ = 0;
   uint64_t batch_number_ = 0;
   // The last batch reported committed: states changed after it are not stored yet.

@@ -55,6 +55,7 @@ struct HarnessOptions {
   bool sync_writes = false;
   size_t state_cache_bytes = kDefaultStateCacheBytes;
   size_t order_index_from = kDefaultOrderIndexFrom;
+  size_t parsed_state_bytes = kDefaultParsedStateBytes;
   int serialize_threads = kDefaultSerializeThreads;
   // Ingestor::set_pipelined: a batch is stored by the next call (or Flush).
   bool pipelined = false;
@@ -83,7 +84,8 @@ class LedgerHarness {
     auto log = EventLog::Open(options);
     REQUIRE(log.ok());
     log_ = std::move(*log);
-    auto projector = Projector::Open(log_.get(), o.program, o.state_cache_bytes, o.order_index_from);
+    auto projector = Projector::Open(log_.get(), o.program, o.state_cache_bytes,
+                                     o.order_index_from, o.parsed_state_bytes);
     REQUIRE(projector.ok());
     projector_ = std::move(*projector);
     projector_->set_serialize_threads(o.serialize_threads);

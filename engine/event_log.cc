@@ -140,16 +140,18 @@ rocksdb::ColumnFamilyOptions LogCfOptions(const LogOptions& options) {
   cf.bottommost_compression_opts.enabled = true;
   cf.bottommost_compression_opts.max_dict_bytes = 16 << 10;
   cf.bottommost_compression_opts.zstd_max_train_bytes = 100 * (16 << 10);
-  // Level 9 at the bottom (the ZSTD default is 3): 147.1 -> 138.2 bytes/event for
-  // the log on 300k JSON events (docs/benchmarks.md, run N); compactions take the
-  // cost, not the write path.
-  cf.bottommost_compression_opts.level = 9;
+  // Level 6 at the bottom (the ZSTD default is 3) in 64 KiB blocks: on 1M JSON
+  // events, 144.3 bytes/event in all against 146.6 with level 9 in 16 KiB blocks
+  // (run N's choice), for half the CPU in the compactions that write them (6.8
+  // against 13.3 s for the whole log; docs/benchmarks.md, run V). The log is read
+  // in order (replay, audit) far more than by record.
+  cf.bottommost_compression_opts.level = 6;
   // The dictionary is sampled from an output file's first 8 MiB of blocks, which
   // are held uncompressed until it is trained: without a bound, a file's whole
   // target size (64 MiB) per running compaction.
   cf.bottommost_compression_opts.max_dict_buffer_bytes = 8 << 20;
   rocksdb::BlockBasedTableOptions table;
-  table.block_size = 16 * 1024;
+  table.block_size = 64 * 1024;
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   return cf;
 }
@@ -243,7 +245,9 @@ void LogBatch::IndexEventId(std::string_view event_id, uint64_t seq) {
 }
 
 void LogBatch::IndexCustomer(std::string_view customer_id, uint64_t seq) {
-  customer_seqs_[std::string(customer_id)].push_back(seq);
+  auto it = customer_seqs_.find(absl::string_view(customer_id.data(), customer_id.size()));
+  if (it == customer_seqs_.end()) it = customer_seqs_.try_emplace(std::string(customer_id)).first;
+  it->second.push_back(seq);
 }
 
 void LogBatch::IndexDeadLetter(const v1::SourcePosition& position, uint64_t seq,
@@ -646,7 +650,13 @@ absl::Status EventLog::Commit(LogBatch batch) {
   for (const auto& [k, v] : batch.event_id_puts_) {
     wb->Put(event_ids_cf_, k, v).PermitUncheckedError();  // in-memory batch
   }
-  for (const auto& [customer, seqs] : batch.customer_seqs_) {
+  std::vector<const std::pair<const std::string, std::vector<uint64_t>>*> by_customer;
+  by_customer.reserve(batch.customer_seqs_.size());
+  for (const auto& entry : batch.customer_seqs_) by_customer.push_back(&entry);
+  std::sort(by_customer.begin(), by_customer.end(),
+            [](const auto* a, const auto* b) { return a->first < b->first; });
+  for (const auto* entry : by_customer) {
+    const auto& [customer, seqs] = *entry;
     std::string value;
     PutVarint(&value, seqs.size());
     uint64_t prev = seqs.front();

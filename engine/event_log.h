@@ -149,7 +149,8 @@ class LogBatch {
   // (every record before it is stored without one as the next is appended).
   std::string last_value_;
   std::vector<std::pair<std::string, std::string>> event_id_puts_;
-  std::map<std::string, std::vector<uint64_t>> customer_seqs_;
+  // Sorted by customer at Commit.
+  absl::flat_hash_map<std::string, std::vector<uint64_t>> customer_seqs_;
   std::map<std::string, std::string> source_positions_;
 };
 

@@ -21,6 +21,16 @@ namespace {
 
 enum class Verdict { kApply, kDuplicate, kDeadLetter };
 
+// Whether two positions are in the same source (one Kafka partition, or one file):
+// internal::SourceKey would give them the same key.
+bool SameSource(const v1::SourcePosition& a, const v1::SourcePosition& b) {
+  if (a.position_case() != b.position_case()) return false;
+  if (a.has_kafka()) {
+    return a.kafka().partition() == b.kafka().partition() && a.kafka().topic() == b.kafka().topic();
+  }
+  return a.file().path() == b.file().path();
+}
+
 struct Decoded {
   Verdict verdict = Verdict::kDeadLetter;
   v1::Encoding encoding = v1::ENCODING_UNSPECIFIED;
@@ -340,7 +350,11 @@ absl::StatusOr<IngestCounts> Ingestor::Build(absl::Span<const InputMessage> batc
   for (size_t i = 0; i < batch.size(); ++i) {
     const InputMessage& m = batch[i];
     Decoded& d = decoded[i];
-    out.SetSourcePosition(m.source);
+    // The last position of each source wins: only the last of a run of messages
+    // from one source needs setting (a run is a Kafka partition's or a file's).
+    if (i + 1 == batch.size() || !SameSource(m.source, batch[i + 1].source)) {
+      out.SetSourcePosition(m.source);
+    }
     if (d.verdict == Verdict::kDuplicate) {
       ++counts.duplicates;
       continue;
@@ -357,16 +371,16 @@ absl::StatusOr<IngestCounts> Ingestor::Build(absl::Span<const InputMessage> batc
     record.set_key(m.key);
     if (d.verdict == Verdict::kApply) {
       v1::Applied* applied = record.mutable_applied();
-      if (d.encoding != v1::ENCODING_PROTOBUF || d.input.canonical != m.raw) {
-        *applied->mutable_event() = d.input.event;
-      } else {
-        applied->Clear();  // raw is the canonical encoding: the event is raw
-      }
+      // The record holds the event unless raw is its canonical encoding. It is
+      // lent to the record (moved, not copied) and given back once the record is
+      // serialized: batch_ids views its id.
+      const bool holds_event = d.encoding != v1::ENCODING_PROTOBUF || d.input.canonical != m.raw;
+      if (holds_event) *applied->mutable_event() = std::move(d.input.event);
+      const v1::Event& event = holds_event ? applied->event() : d.input.event;
       customers.clear();
-      customers.push_back(d.input.event.customer_id());
+      customers.push_back(event.customer_id());
       if (processor_ != nullptr) {
-        LOYALTY_RETURN_IF_ERROR(
-            processor_->Process(d.input.event, out.next_seq(), applied, &customers));
+        LOYALTY_RETURN_IF_ERROR(processor_->Process(event, out.next_seq(), applied, &customers));
         if (applied->outcome().status() == v1::ACCEPTED) {
           ++counts.accepted;
         } else {
@@ -374,6 +388,7 @@ absl::StatusOr<IngestCounts> Ingestor::Build(absl::Span<const InputMessage> batc
         }
       }
       const uint64_t seq = out.Append(&record);
+      if (holds_event) d.input.event = std::move(*applied->mutable_event());
       out.IndexEventId(d.input.event.event_id(), seq);
       std::sort(customers.begin(), customers.end());
       customers.erase(std::unique(customers.begin(), customers.end()), customers.end());

@@ -110,7 +110,8 @@ class EventProcessor {
   // program change).
   virtual absl::Status BeginBatch(LogBatch* batch) = 0;
   // Decides an applied event that will be record `seq`: fills `applied`'s outcome
-  // and adds to `customers` every customer whose ledger it wrote.
+  // and adds to `customers` every customer whose ledger it wrote. `event` may be
+  // `applied`'s own event, which it must leave as it is.
   virtual absl::Status Process(const v1::Event& event, uint64_t seq, v1::Applied* applied,
                                std::vector<std::string>* customers) = 0;
   // Writes the batch's projection changes into it, just before it commits.

@@ -214,10 +214,13 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
     serialize();
   }
   last_batch_state_bytes_ = 0;
+  // Nothing is added to cache_ until the batch ends: its entries stay where they are.
+  std::vector<Cached*> entries(dirty_.size());
   for (size_t i = 0; i < dirty_.size(); ++i) {
     const v1::CustomerState* state = dirty_[i];
     last_batch_state_bytes_ += bytes[i].size();
-    Cached& cached = cache_.find(state->customer_id())->second;
+    entries[i] = &cache_.find(state->customer_id())->second;
+    Cached& cached = *entries[i];
     // Only the chunks this batch changed (projections/state_store.h).
     LOYALTY_RETURN_IF_ERROR(ForEachStateChange(
         encoded[i], state->customer_id(), cached.head,
@@ -236,7 +239,7 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
     cached.changed = batch_number_;
     if (due_loaded_) due_.Set(state->customer_id(), state->signals().next_check_at());
   }
-  KeepParsed(&bytes);
+  KeepParsed(entries, &bytes);
   dirty_.clear();  // its states are stored or kept now
   for (const auto& [key, value] : remembered_) batch->Put(ProjectionCf::kDecisionIds, key, value);
   // Until the batch is reported committed, its states stay in memory (Evict skips
@@ -246,7 +249,21 @@ absl::Status Projector::EndBatch(LogBatch* batch) {
   return absl::OkStatus();
 }
 
-void Projector::KeepParsed(std::vector<std::string>* serialized) {
+size_t Projector::ParsedBytes(Cached* cached, size_t serialized_bytes) {
+  const size_t index_bytes = cached->order_ids ? cached->order_ids->bytes() : 0;
+  if (cached->parsed_per_kib == 0 || serialized_bytes > 2 * cached->measured_at ||
+      2 * serialized_bytes < cached->measured_at) {
+    const size_t space = cached->state->SpaceUsedLong();
+    cached->measured_at = std::max<size_t>(serialized_bytes, 1);
+    cached->parsed_per_kib = static_cast<uint32_t>(
+        std::min<size_t>(space * 1024 / cached->measured_at + 1, UINT32_MAX));
+    return space + index_bytes;
+  }
+  return serialized_bytes * cached->parsed_per_kib / 1024 + index_bytes;
+}
+
+void Projector::KeepParsed(const std::vector<Cached*>& entries,
+                           std::vector<std::string>* serialized) {
   // The states kept parsed that this batch did not use: serialized again (they are
   // as stored), as they may belong to a batch not yet committed.
   for (const std::string& id : kept_) {
@@ -270,7 +287,7 @@ void Projector::KeepParsed(std::vector<std::string>* serialized) {
   for (size_t i = 0; i < dirty_.size(); ++i) {
     const std::string& id = dirty_[i]->customer_id();
     ids.push_back(id);
-    Cached& cached = cache_.find(id)->second;
+    Cached& cached = *entries[i];
     if (cached.was_kept) {
       hot.push_back(i);
     } else if (std::binary_search(last_batch_.begin(), last_batch_.end(), id)) {
@@ -282,9 +299,11 @@ void Projector::KeepParsed(std::vector<std::string>* serialized) {
   hot.insert(hot.end(), others.begin(), others.end());
   std::vector<bool> keep(dirty_.size(), false);
   for (size_t i : hot) {
-    Cached& cached = cache_.find(dirty_[i]->customer_id())->second;
-    const size_t bytes =
-        cached.state->SpaceUsedLong() + (cached.order_ids ? cached.order_ids->bytes() : 0);
+    Cached& cached = *entries[i];
+    // Parsed, a state takes more than its serialized bytes: one that would not
+    // fit even as those is not measured.
+    if (parsed_bytes_ + (*serialized)[i].size() > parsed_state_bytes_) continue;
+    const size_t bytes = ParsedBytes(&cached, (*serialized)[i].size());
     if (parsed_bytes_ + bytes > parsed_state_bytes_) continue;
     keep[i] = true;
     cached.kept_parsed = true;
@@ -296,7 +315,7 @@ void Projector::KeepParsed(std::vector<std::string>* serialized) {
   for (size_t i = 0; i < dirty_.size(); ++i) {
     if (keep[i]) continue;
     // Kept as stored until a batch needs it again (kDefaultStateCacheBytes).
-    Cached& cached = cache_.find(dirty_[i]->customer_id())->second;
+    Cached& cached = *entries[i];
     cached.serialized = std::move((*serialized)[i]);
     cached.state.reset();
     cached.order_ids.reset();

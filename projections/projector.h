@@ -53,8 +53,9 @@ inline constexpr size_t kDefaultStateCacheBytes = 8 << 20;
 // 22% of the CPU of `loyalty ingest` at lines 4M-4.5M of the 10M-event stream,
 // half of the ingesting thread's (docs/benchmarks.md, run U). States used in two
 // batches in a row stay parsed (with their order id index) until a batch passes
-// them by, within this many bytes of memory (SpaceUsedLong plus the index). They
-// are still serialized and stored at the end of each batch that changes them.
+// them by, within this many bytes of memory (SpaceUsedLong, measured again when a
+// state has doubled or halved, plus the index). They are still serialized and
+// stored at the end of each batch that changes them.
 inline constexpr size_t kDefaultParsedStateBytes = 96 << 20;
 
 // States in memory with at least this many orders keep a set of their order ids,
@@ -108,6 +109,8 @@ class Projector final : public EventProcessor, public StateSource {
   size_t parsed_bytes() const { return parsed_bytes_; }
 
  private:
+  struct Cached;
+
   explicit Projector(EventLog* log) : log_(log) {}
   absl::Status Load();
   // The sweep's index: every customer's SignalState.next_check_at (0s left out),
@@ -121,7 +124,11 @@ class Projector final : public EventProcessor, public StateSource {
   // serialized from now on, and of those it changed, the ones used in the batch
   // before as well stay parsed as far as kDefaultParsedStateBytes allows.
   // `serialized[i]` is dirty_[i]'s state as stored.
-  void KeepParsed(std::vector<std::string>* serialized);
+  // `cached[i]` is dirty_[i]'s entry in cache_.
+  void KeepParsed(const std::vector<Cached*>& cached, std::vector<std::string>* serialized);
+  // The memory `cached` takes parsed (its state and its order id index), its state
+  // `serialized_bytes` long when serialized.
+  static size_t ParsedBytes(Cached* cached, size_t serialized_bytes);
 
   EventLog* log_;
   v1::Program configured_;
@@ -135,6 +142,13 @@ class Projector final : public EventProcessor, public StateSource {
     std::string serialized;
     bool kept_parsed = false;  // between batches: `state` holds it
     size_t parsed_bytes = 0;   // when kept parsed: its memory, as counted
+    // SpaceUsedLong per serialized byte, in 1/1024ths, as measured when its
+    // serialized size was `measured_at` bytes (0: never). Measuring walks the whole
+    // state by reflection: it took 5% of the ingesting thread when done for every
+    // kept state at every batch (docs/benchmarks.md, run V). A state is measured
+    // again once its size has doubled or halved since.
+    uint32_t parsed_per_kib = 0;
+    size_t measured_at = 0;
     bool was_kept = false;     // in a batch: it was kept parsed before it
     // The head stored for it when it is stored as chunks (projections/state_store.h),
     // else empty: the next batch that changes it writes only the chunks it changed.

@@ -250,8 +250,10 @@ int RunBench(const BenchCommandArgs& command) {
     }
     const bool met = t.at_most ? t.value <= t.target : t.value >= t.target;
     const double margin = t.at_most ? (t.target - t.value) / t.target : (t.value - t.target) / t.target;
-    std::printf("  %-60s %12.4g (target %s %g): %s by %+.0f%%\n", t.name.c_str(), t.value,
-                t.at_most ? "<=" : ">=", t.target, met ? "met" : "MISSED", margin * 100);
+    // A margin below zero is how far the figure is short of the target.
+    std::printf("  %-60s %12.4g (target %s %g): %s by %.0f%%\n", t.name.c_str(), t.value,
+                t.at_most ? "<=" : ">=", t.target, met ? "met" : "MISSED",
+                std::abs(margin) * 100);
   }
   for (const auto& [name, why] : failures) std::printf("FAILED %s: %s\n", name.c_str(), why.c_str());
 

@@ -123,9 +123,9 @@ class Projector final : public EventProcessor, public StateSource {
   // At the end of a batch: the states kept parsed that it did not use are kept
   // serialized from now on, and of those it changed, the ones used in the batch
   // before as well stay parsed as far as kDefaultParsedStateBytes allows.
-  // `serialized[i]` is dirty_[i]'s state as stored.
-  // `cached[i]` is dirty_[i]'s entry in cache_.
-  void KeepParsed(const std::vector<Cached*>& cached, std::vector<std::string>* serialized);
+  // `entries[i]` is dirty_[i]'s entry in cache_, and `serialized[i]` its state as
+  // stored.
+  void KeepParsed(const std::vector<Cached*>& entries, std::vector<std::string>* serialized);
   // The memory `cached` takes parsed (its state and its order id index), its state
   // `serialized_bytes` long when serialized.
   static size_t ParsedBytes(Cached* cached, size_t serialized_bytes);

@@ -250,7 +250,7 @@ int RunBench(const BenchCommandArgs& command) {
     }
     const bool met = t.at_most ? t.value <= t.target : t.value >= t.target;
     const double margin = t.at_most ? (t.target - t.value) / t.target : (t.value - t.target) / t.target;
-    // A margin below zero is how far the figure is short of the target.
+    // How far the figure is past the target, or short of it ("met" or "MISSED" says which).
     std::printf("  %-60s %12.4g (target %s %g): %s by %.0f%%\n", t.name.c_str(), t.value,
                 t.at_most ? "<=" : ">=", t.target, met ? "met" : "MISSED",
                 std::abs(margin) * 100);

@@ -7,7 +7,8 @@ positive numbers.
 
 usage: bench_check.py LOYALTY SCENARIO RESULT:KEY[,KEY...] ... -- ARGS...
 Exit 77 (CTest's skip) when the scenario reports a missing prerequisite
-(PostgreSQL not installed).
+(PostgreSQL not installed). It runs in a temporary directory of its own with a
+relative --work-dir, as users give one (the PostgreSQL peer once failed on one).
 """
 import json
 import os
@@ -22,9 +23,9 @@ def main():
     loyalty, scenario, expectations, extra = argv[0], argv[1], argv[2:sep], argv[sep + 1:]
     with tempfile.TemporaryDirectory(prefix="bench-smoke-") as tmp:
         out = os.path.join(tmp, "bench.json")
-        cmd = [loyalty, "bench", scenario, "--json", out, "--work-dir", os.path.join(tmp, "w")] + extra
+        cmd = [os.path.abspath(loyalty), "bench", scenario, "--json", out, "--work-dir", "w"] + extra
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=300)
+                              timeout=300, cwd=tmp)
         print(proc.stdout)
         if "not installed" in proc.stdout:
             print("SKIP: a prerequisite is missing")

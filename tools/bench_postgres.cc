@@ -308,7 +308,9 @@ absl::StatusOr<BenchResult> RunPostgres(const BenchArgs& args) {
   if (!std::filesystem::exists(sql_file)) {
     return absl::NotFoundError(absl::StrCat(sql_file, " not found (--postgres-sql)"));
   }
-  const std::string dir = args.work_dir + "/postgres";
+  // Absolute: the server resolves paths (its socket directory) from its data
+  // directory, not from where the bench runs.
+  const std::string dir = std::filesystem::absolute(args.work_dir + "/postgres").string();
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<PgCluster> pg, PgCluster::Start(dir));
   const std::string client_log = dir + "/psql.log";
   {

@@ -226,6 +226,30 @@ TEST_CASE("indexes: event ids, customers, dead-letter positions and source posit
   REQUIRE_FALSE(dls[1].has_value());
 }
 
+TEST_CASE("SameSource agrees with SourceKey") {
+  // Proves: the ingestor's shortcut (setting a position once per run of one source)
+  // groups messages exactly as the `sources` keys do.
+  std::vector<v1::SourcePosition> positions(8);
+  positions[1].mutable_kafka()->set_topic("t");
+  positions[1].mutable_kafka()->set_partition(0);
+  positions[2].mutable_kafka()->set_topic("t");
+  positions[2].mutable_kafka()->set_partition(0);
+  positions[2].mutable_kafka()->set_offset(7);
+  positions[3].mutable_kafka()->set_topic("t");
+  positions[3].mutable_kafka()->set_partition(1);
+  positions[4].mutable_kafka()->set_topic("u");
+  positions[4].mutable_kafka()->set_partition(0);
+  positions[5].mutable_file()->set_path("a.jsonl");
+  positions[6].mutable_file()->set_path("a.jsonl");
+  positions[6].mutable_file()->set_line(9);
+  positions[7].mutable_file();  // a file position with no path: the unset one's key
+  for (const auto& a : positions) {
+    for (const auto& b : positions) {
+      CHECK(internal::SameSource(a, b) == (internal::SourceKey(a) == internal::SourceKey(b)));
+    }
+  }
+}
+
 TEST_CASE("a second writer of the same data directory is refused with a clear message") {
   // Proves: RocksDB's lock keeps one writer per directory, reported as
   // FailedPrecondition naming the directory.

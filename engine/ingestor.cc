@@ -21,16 +21,6 @@ namespace {
 
 enum class Verdict { kApply, kDuplicate, kDeadLetter };
 
-// Whether two positions are in the same source (one Kafka partition, or one file):
-// internal::SourceKey would give them the same key.
-bool SameSource(const v1::SourcePosition& a, const v1::SourcePosition& b) {
-  if (a.position_case() != b.position_case()) return false;
-  if (a.has_kafka()) {
-    return a.kafka().partition() == b.kafka().partition() && a.kafka().topic() == b.kafka().topic();
-  }
-  return a.file().path() == b.file().path();
-}
-
 struct Decoded {
   Verdict verdict = Verdict::kDeadLetter;
   v1::Encoding encoding = v1::ENCODING_UNSPECIFIED;
@@ -352,7 +342,7 @@ absl::StatusOr<IngestCounts> Ingestor::Build(absl::Span<const InputMessage> batc
     Decoded& d = decoded[i];
     // The last position of each source wins: only the last of a run of messages
     // from one source needs setting (a run is a Kafka partition's or a file's).
-    if (i + 1 == batch.size() || !SameSource(m.source, batch[i + 1].source)) {
+    if (i + 1 == batch.size() || !internal::SameSource(m.source, batch[i + 1].source)) {
       out.SetSourcePosition(m.source);
     }
     if (d.verdict == Verdict::kDuplicate) {

@@ -17,6 +17,14 @@ std::string SourceKey(const v1::SourcePosition& position) {
   return k;
 }
 
+bool SameSource(const v1::SourcePosition& a, const v1::SourcePosition& b) {
+  if (a.has_kafka() != b.has_kafka()) return false;
+  if (a.has_kafka()) {
+    return a.kafka().partition() == b.kafka().partition() && a.kafka().topic() == b.kafka().topic();
+  }
+  return a.file().path() == b.file().path();
+}
+
 std::string PositionKey(const v1::SourcePosition& position) {
   std::string k = SourceKey(position);
   if (position.has_kafka()) {

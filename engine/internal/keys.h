@@ -49,6 +49,9 @@ inline std::string CustomerKey(std::string_view customer_id, uint64_t first_seq)
 //   kafka: "k" topic '\0' partition (big-endian 32)
 //   file:  "f" path
 std::string SourceKey(const v1::SourcePosition& position);
+// Whether SourceKey gives `a` and `b` the same key (one Kafka partition, or one
+// file), without building either.
+bool SameSource(const v1::SourcePosition& a, const v1::SourcePosition& b);
 // `dead_letters`: the exact input position of a dead letter: SourceKey, then for
 // kafka the offset (big-endian 64), for files '\0' and the line (big-endian 64).
 std::string PositionKey(const v1::SourcePosition& position);

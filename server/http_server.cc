@@ -1,9 +1,12 @@
 #include "server/http_server.h"
 
 #include <openssl/crypto.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
 
@@ -62,6 +65,14 @@ class BoundedPool final : public httplib::TaskQueue {
   std::deque<std::function<void()>> jobs_;
   std::vector<std::thread> workers_;
   bool shutdown_ = false;
+};
+
+// httplib 0.11 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into
+// Debian's libcpp-httplib). listen(2) on a socket that already listens sets its
+// backlog anew, and the socket is the server's protected member.
+class Listener final : public httplib::Server {
+ public:
+  bool SetBacklog(int backlog) { return ::listen(svr_sock_, backlog) == 0; }
 };
 
 int HttpCode(const absl::Status& s) {
@@ -123,7 +134,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const QueryService* service, Metrics* metrics, std::function<absl::Status()> health,
     const HttpOptions& options) {
   std::unique_ptr<HttpServer> server(new HttpServer());
-  auto svr = std::make_unique<httplib::Server>();
+  auto svr = std::make_unique<Listener>();
   const size_t threads = options.threads, queued = options.max_queued_connections;
   svr->new_task_queue = [threads, queued] { return new BoundedPool(threads, queued); };
   svr->set_read_timeout(options.read_timeout_s, 0);
@@ -268,6 +279,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     if (port < 0) return absl::UnavailableError(absl::StrCat("cannot bind ", options.host));
   } else if (!svr->bind_to_port(options.host, port)) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.host, ":", port));
+  }
+  if (!svr->SetBacklog(options.listen_backlog)) {
+    return absl::UnavailableError(absl::StrCat("cannot set the listen backlog of ", options.host,
+                                               ":", port, " to ", options.listen_backlog, ": ",
+                                               strerror(errno)));
   }
   server->port_ = port;
   server->server_ = std::move(svr);

@@ -30,6 +30,11 @@ struct HttpOptions {
   // Connections queued for a worker before the accept loop stops taking more (the
   // kernel backlog then pushes back). Default: 512.
   size_t max_queued_connections = 512;
+  // The listening socket's backlog: connections the kernel completes before the
+  // accept loop takes them (capped by net.core.somaxconn). A SYN that finds it full
+  // is dropped and the client sends it again only after a second, so a small backlog
+  // stalls clients that connect together (httplib's own is 5). Default: 1024.
+  int listen_backlog = 1024;
   // Per-connection socket timeouts, so a slow client cannot hold a worker.
   int read_timeout_s = 5;
   int write_timeout_s = 5;

@@ -405,6 +405,9 @@ class EventLog {
   std::atomic<size_t> last_batch_bytes_{0};
   mutable absl::Mutex head_mu_;
   LogHead head_ ABSL_GUARDED_BY(head_mu_);
+  // The head the batch being written makes, while Commit writes it: a snapshot taken
+  // meanwhile holds either all of that batch or none of it (TakeSnapshot).
+  std::optional<LogHead> committing_ ABSL_GUARDED_BY(head_mu_);
   mutable absl::CondVar head_moved_;
 };
 

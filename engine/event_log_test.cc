@@ -2,8 +2,10 @@
 // across reopen, indexes, source positions, single writer.
 #include "engine/event_log.h"
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/match.h"
 
@@ -260,6 +262,54 @@ TEST_CASE("a second writer of the same data directory is refused with a clear me
   auto second = EventLog::Open(options);
   REQUIRE(absl::IsFailedPrecondition(second.status()));
   REQUIRE(std::string(second.status().message()).find("in use") != std::string::npos);
+}
+
+TEST_CASE("a snapshot's head is its last record while batches are committed beside it") {
+  // Proves: TakeSnapshot's head (taken from the writer's, not read from the store)
+  // names the snapshot's last record and its chain hash, even when the snapshot is
+  // taken while a batch is written or just after, before the writer moved its head.
+  testing::TempDir dir;
+  auto log = OpenLog(dir.path());
+  constexpr int kBatches = 1500, kRecords = 20;
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    uint64_t line = 0;
+    for (int b = 0; b < kBatches; ++b) {
+      LogBatch batch = log->NewBatch();
+      for (int i = 0; i < kRecords; ++i) {
+        v1::LogRecord r = DeadLetterRecord("r", ++line);
+        batch.Append(&r);
+      }
+      REQUIRE(log->Commit(std::move(batch)).ok());
+    }
+    done = true;
+  });
+  int snapshots = 0, wrong = 0;
+  uint64_t last = 0;
+  while (!done.load()) {
+    auto snap = log->TakeSnapshot();
+    REQUIRE(snap.ok());
+    const LogHead head = (*snap)->head();
+    ++snapshots;
+    CHECK(head.seq % kRecords == 0);  // heads move a whole batch at a time
+    CHECK(head.seq >= last);
+    last = head.seq;
+    const bool next_visible = log->Read(head.seq + 1, snap->get()).ok();
+    bool head_right = !next_visible;
+    if (head.seq > 0) {
+      auto hash = log->ChainHashAt(head.seq, snap->get());
+      head_right = head_right && hash.ok() && *hash == head.hash;
+    }
+    if (!head_right) ++wrong;
+  }
+  writer.join();
+  CHECK(wrong == 0);
+  CHECK(snapshots > 0);
+  REQUIRE(log->head().seq == kBatches * kRecords);
+  auto final_snap = log->TakeSnapshot();
+  REQUIRE(final_snap.ok());
+  CHECK((*final_snap)->head().seq == log->head().seq);
+  CHECK((*final_snap)->head().hash == log->head().hash);
 }
 
 TEST_CASE("a read-only log sees the writer's commits after CatchUp") {

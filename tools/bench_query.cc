@@ -155,8 +155,11 @@ void RunLevel(const std::string& transport, Kind kind, int clients, double inter
   }
 }
 
-// Ingests a generated protobuf stream (event ids made distinct from the log's)
-// into the log until stopped or done.
+// Ingests generated protobuf streams into the log until stopped, round after round,
+// so that every level measured "while ingesting" has ingestion beside it: round r
+// has event ids of its own ("bg<r>-") and a week of its own from 2026-01-01 (the
+// log's stream covers 2025), so that its events are new work, not duplicates or
+// late events.
 class BackgroundIngest {
  public:
   BackgroundIngest(Ingestor* ingestor, const BenchArgs& args) : ingestor_(ingestor), args_(args) {}
@@ -175,6 +178,10 @@ class BackgroundIngest {
   }
 
  private:
+  static constexpr int64_t kRoundStart = 1'767'225'600;  // 2026-01-01T00:00:00Z
+  static constexpr int64_t kRoundSpan = 7 * 86'400;
+  static constexpr uint64_t kRoundsBeforeWrap = 44;      // ends before 2026-11-05
+
   void Run() {
     // --ingest-nice: the batches' helper threads inherit the nice value.
     if (absl::Status s = SetThreadNice(args_.ingest_nice); !s.ok()) {
@@ -182,11 +189,6 @@ class BackgroundIngest {
       status_ = s;
       return;
     }
-    ProduceOptions produce;
-    produce.events = args_.events;
-    produce.customers = args_.customers;
-    produce.seed = args_.seed + 7;
-    produce.format = ProduceFormat::kProtobuf;
     std::vector<InputMessage> batch;
     uint64_t offset = 0;
     // The last batch in flight (pipelined) is stored when the stream stops.
@@ -199,33 +201,46 @@ class BackgroundIngest {
         }
       }
     } flush_at_end{this};
-    // Stops when told to, when the stream ends, or on an error.
-    GenerateStream(produce, [&](std::string_view key, std::string_view value) {
-      if (stop_) return false;
-      InputMessage m;
-      v1::Event event;
-      if (event.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
-        event.set_event_id(absl::StrCat("bg-", event.event_id()));
-        m.raw = event.SerializeAsString();
-      } else {
-        m.raw = std::string(value);
-      }
-      m.key = std::string(key);
-      m.source.mutable_kafka()->set_topic("bench.background");
-      m.source.mutable_kafka()->set_partition(0);
-      m.source.mutable_kafka()->set_offset(offset++);
-      batch.push_back(std::move(m));
-      if (batch.size() < kIngestBatch) return true;
-      absl::StatusOr<IngestCounts> counts = ingestor_->IngestBatch(batch);
-      if (!counts.ok()) {
-        absl::MutexLock lock(&mu_);
-        status_ = counts.status();
-        return false;
-      }
-      taken_ += batch.size();
-      batch.clear();
-      return true;
-    });
+    bool failed = false;
+    for (uint64_t round = 0; !stop_ && !failed; ++round) {
+      ProduceOptions produce;
+      produce.events = args_.events;
+      produce.customers = args_.customers;
+      produce.seed = args_.seed + 7 + round;
+      produce.format = ProduceFormat::kProtobuf;
+      produce.start_unix_seconds =
+          kRoundStart + static_cast<int64_t>(round % kRoundsBeforeWrap) * kRoundSpan;
+      produce.span_seconds = kRoundSpan;
+      const std::string prefix = absl::StrCat("bg", round, "-");
+      // Stops when told to or on an error.
+      GenerateStream(produce, [&](std::string_view key, std::string_view value) {
+        if (stop_) return false;
+        InputMessage m;
+        v1::Event event;
+        if (event.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          event.set_event_id(absl::StrCat(prefix, event.event_id()));
+          m.raw = event.SerializeAsString();
+        } else {
+          m.raw = std::string(value);
+        }
+        m.key = std::string(key);
+        m.source.mutable_kafka()->set_topic("bench.background");
+        m.source.mutable_kafka()->set_partition(0);
+        m.source.mutable_kafka()->set_offset(offset++);
+        batch.push_back(std::move(m));
+        if (batch.size() < kIngestBatch) return true;
+        absl::StatusOr<IngestCounts> counts = ingestor_->IngestBatch(batch);
+        if (!counts.ok()) {
+          absl::MutexLock lock(&mu_);
+          status_ = counts.status();
+          failed = true;
+          return false;
+        }
+        taken_ += batch.size();
+        batch.clear();
+        return true;
+      });
+    }
   }
 
   Ingestor* ingestor_;
@@ -289,21 +304,29 @@ absl::StatusOr<BenchResult> RunQueries(const BenchArgs& args, const std::string&
   BackgroundIngest background(&ingestor, args);
   background.Start();
   const auto ingest_start = std::chrono::steady_clock::now();
+  // Each level while ingesting also reports the ingest rate beside it.
+  auto run_ingesting = [&](const std::string& transport, int clients, double interval_s,
+                           const std::string& prefix) {
+    const uint64_t taken_before = background.taken().load();
+    const auto level_start = std::chrono::steady_clock::now();
+    RunLevel(transport, Kind::kBalance, clients, interval_s, args, ids, http_port, grpc_port,
+             prefix, &result);
+    result.figures[prefix + "_ingest_events_per_s"] =
+        (background.taken().load() - taken_before) / Since(level_start);
+  };
   for (const std::string transport : {"http", "grpc"}) {
     for (int clients : args.clients) {
-      RunLevel(transport, Kind::kBalance, clients, 0, args, ids, http_port, grpc_port,
-               absl::StrCat("ingesting_", transport, "_balance_c", clients), &result);
+      run_ingesting(transport, clients, 0,
+                    absl::StrCat("ingesting_", transport, "_balance_c", clients));
     }
   }
   if (args.paced_qps > 0) {
-    // Paced balance over HTTP: 8 clients (the server's worker count) sharing the rate.
+    // Paced balance over HTTP: 8 clients sharing the rate.
     constexpr int kPacedClients = 8;
-    RunLevel("http", Kind::kBalance, kPacedClients,
-             static_cast<double>(kPacedClients) / args.paced_qps, args, ids, http_port, grpc_port,
-             absl::StrCat("ingesting_http_balance_paced", args.paced_qps), &result);
-    RunLevel("http", Kind::kBalance, kPacedClients,
-             static_cast<double>(kPacedClients) / args.paced_qps, args, ids, http_port, grpc_port,
-             "ingesting_http_balance_paced_again", &result);
+    const double interval_s = static_cast<double>(kPacedClients) / args.paced_qps;
+    run_ingesting("http", kPacedClients, interval_s,
+                  absl::StrCat("ingesting_http_balance_paced", args.paced_qps));
+    run_ingesting("http", kPacedClients, interval_s, "ingesting_http_balance_paced_again");
   }
   const double ingest_seconds = Since(ingest_start);
   background.Stop();

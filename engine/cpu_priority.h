@@ -2,8 +2,8 @@
 // takes both, and queries wait behind it for a time slice. Ingestion's threads
 // (the ingesting thread and the helpers it starts, RocksDB's flushes and
 // compactions) can run at a lower priority, so that a query's thread runs as soon
-// as it wakes. `loyalty bench query --ingest-nice` measures it (docs/benchmarks.md,
-// run M: no clear gain for the paced queries on this machine, so `serve` does not).
+// as it wakes: `loyalty serve --ingest-nice` (docs/operations.md). `loyalty bench
+// query --ingest-nice` measures it (docs/benchmarks.md, run W).
 #ifndef LOYALTY_ENGINE_CPU_PRIORITY_H_
 #define LOYALTY_ENGINE_CPU_PRIORITY_H_
 

@@ -6,14 +6,19 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "engine/event_log.h"
 #include "projections/projector.h"
 #include "tests/testing/raw_db.h"
@@ -118,6 +123,80 @@ TEST_CASE("serve: outdated projections are rebuilt in the background, answers go
     CHECK(*version == absl::StrCat(kProjectionVersion));
   }
   CHECK(RunQuiet(absl::StrCat(LOYALTY_BINARY, " replay verify --data-dir ", data)) == 0);
+}
+
+// The nice value of each thread of process `pid` (/proc/PID/task/TID/stat, field 19).
+std::map<int, int> ThreadNices(pid_t pid) {
+  std::map<int, int> nices;
+  for (const auto& task : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"))) {
+    const std::string stat = Slurp(task.path().string() + "/stat");
+    const size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;  // the thread ended meanwhile
+    std::vector<std::string> fields = absl::StrSplit(stat.substr(paren + 2), ' ');
+    int tid = 0, nice = 0;
+    if (fields.size() > 16 && absl::SimpleAtoi(task.path().filename().string(), &tid) &&
+        absl::SimpleAtoi(fields[16], &nice)) {
+      nices[tid] = nice;
+    }
+  }
+  return nices;
+}
+
+// Starts `serve` on `data` with the embedded Kafka cluster and `extra` arguments,
+// waits until it consumes, and returns its pid.
+pid_t StartServe(const std::string& data, const std::string& log,
+                 const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {LOYALTY_BINARY, "serve", "--data-dir", data, "--embedded-kafka",
+                                   "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::filesystem::remove(log);  // what an earlier run left must not be taken for this one's
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    FILE* out = std::fopen(log.c_str(), "w");
+    dup2(fileno(out), STDERR_FILENO);
+    dup2(fileno(out), STDOUT_FILENO);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(LOYALTY_BINARY, argv.data());
+    _exit(127);
+  }
+  INFO(Slurp(log));
+  REQUIRE(WaitFor(log, "consuming loyalty.events", 60));
+  return pid;
+}
+
+void StopServe(pid_t pid, const std::string& log) {
+  REQUIRE(kill(pid, SIGTERM) == 0);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  INFO(Slurp(log));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("serve: --ingest-nice runs ingestion at that nice value and the rest at 0") {
+  testing::TempDir dir;
+  const std::string data = dir.Sub("data"), log = dir.Sub("serve.log");
+  {
+    const pid_t pid = StartServe(data, log, {"--ingest-nice", "19"});
+    const std::map<int, int> nices = ThreadNices(pid);
+    int at_19 = 0;
+    for (const auto& [tid, nice] : nices) at_19 += nice == 19;
+    INFO(nices.size() << " threads");
+    CHECK(at_19 >= 1);                // the ingest loop's thread
+    CHECK(nices.at(pid) == 0);        // the main thread (and the servers) stay at 0
+    CHECK(at_19 < static_cast<int>(nices.size()));
+    StopServe(pid, log);
+  }
+  {
+    const pid_t pid = StartServe(data, log, {});
+    for (const auto& [tid, nice] : ThreadNices(pid)) CHECK(nice == 0);
+    StopServe(pid, log);
+  }
+  CHECK(RunQuiet(absl::StrCat(LOYALTY_BINARY, " serve --data-dir ", data,
+                              " --ingest-nice 20 --http 127.0.0.1:0")) != 0);
 }
 
 }  // namespace

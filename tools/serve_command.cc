@@ -23,6 +23,7 @@
 #include "consumers/kafka_source.h"
 #include "consumers/mock_cluster.h"
 #include "consumers/outbox.h"
+#include "engine/cpu_priority.h"
 #include "engine/ingestor.h"
 #include "engine/status_macros.h"
 #include "absl/strings/str_cat.h"
@@ -32,6 +33,7 @@
 #include "projections/program.h"
 #include "projections/projector.h"
 #include "projections/replay.h"
+#include "rocksdb/env.h"
 #include "server/grpc_server.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -53,6 +55,7 @@ struct ServeArgs {
   std::string program_file;
   std::string auth_token_file;
   int sweep_interval_s = 60;
+  int ingest_nice = 0;
 };
 
 bool SplitHostPort(const std::string& text, std::string* host, int* port) {
@@ -93,10 +96,18 @@ class IngestLoop {
         metrics_(metrics) {}
   ~IngestLoop() { Stop(); }
 
-  // `outbox` (optional, not owned) is reported in /metrics after every poll.
-  void Start(const Outbox* outbox) {
+  // `outbox` (optional, not owned) is reported in /metrics after every poll. The
+  // loop's thread, and the helper threads the ingestor starts from it, run at
+  // `nice` (0-19, cpu_priority.h).
+  void Start(const Outbox* outbox, int nice) {
     outbox_ = outbox;
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this, nice] {
+      if (absl::Status s = SetThreadNice(nice); !s.ok()) {
+        std::fprintf(stderr, "loyalty serve: ingestion stays at nice 0: %s\n",
+                     std::string(s.message()).c_str());
+      }
+      Run();
+    });
   }
   // Finishes the batch in progress, leaves the group.
   void Stop() {
@@ -423,7 +434,10 @@ int RunServe(const ServeArgs& args) {
     outbox_options.brokers = brokers;
     outbox_options.config = kafka.config;
     LOYALTY_ASSIGN_OR_RETURN(outbox, Outbox::Start(outbox_options, writer));
-    loop->Start(outbox.get());
+    if (args.ingest_nice > 0) {
+      LOYALTY_RETURN_IF_ERROR(LowerBackgroundPriority(rocksdb::Env::Default()));
+    }
+    loop->Start(outbox.get(), args.ingest_nice);
     loop_ptr = loop.get();
     outbox_ptr = outbox.get();
     std::fprintf(stderr, "loyalty serve: consuming %s from %s as group %s\n", args.topic.c_str(),
@@ -608,6 +622,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "seconds between sweeps for signals that time alone causes (tiers lapsing, "
                   "churn risk rising, points nearing expiry); default 60")
       ->check(CLI::Range(1, 86400));
+  cmd->add_option("--ingest-nice", args->ingest_nice,
+                  "nice value (0-19) of ingestion's threads; above 0 RocksDB's flushes and "
+                  "compactions run at 19, so that queries are answered first when both "
+                  "compete for the CPU (docs/operations.md); default 0")
+      ->check(CLI::Range(0, 19));
   cmd->callback([args, exit_code] { *exit_code = RunServe(*args); });
 }
 

@@ -287,6 +287,11 @@ void LogBatch::SetSourcePosition(const v1::SourcePosition& position) {
 EventLog::EventLog(const LogOptions& options) : options_(options) {}
 
 EventLog::~EventLog() {
+  {
+    // The shared view's snapshot is released before the store closes.
+    absl::MutexLock lock(&shared_mu_);
+    shared_.reset();
+  }
   if (db_ != nullptr) {
     for (auto* h : handles_) {
       // Closing a handle of an open DB does not fail in practice; nothing could
@@ -623,6 +628,20 @@ absl::StatusOr<std::unique_ptr<LogSnapshot>> EventLog::TakeSnapshot() const {
     }
   }
   return snap;
+}
+
+absl::StatusOr<std::shared_ptr<const LogSnapshot>> EventLog::SharedSnapshot() const {
+  absl::MutexLock lock(&shared_mu_);
+  if (shared_ != nullptr) {
+    absl::MutexLock generation_lock(&generation_mu_);
+    absl::MutexLock head_lock(&head_mu_);
+    if (shared_->generation_ == projection_generation_ && shared_->head_.seq == head_.seq) {
+      return shared_;
+    }
+  }
+  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, TakeSnapshot());
+  shared_ = std::move(snap);
+  return shared_;
 }
 
 bool EventLog::WaitForSeq(uint64_t seq, absl::Duration timeout) const {

@@ -219,6 +219,12 @@ class EventLog {
 
   // A consistent read view of the committed state. Thread-safe.
   absl::StatusOr<std::unique_ptr<LogSnapshot>> TakeSnapshot() const;
+  // A view at least as new as every commit that returned before the call, shared:
+  // the one taken last while no commit has finished since (the head has not moved)
+  // and the projections' generation is the same, else a new one. For queries:
+  // taking and releasing a RocksDB snapshot each locks the DB's mutex, which the
+  // writer and background jobs hold at times.
+  absl::StatusOr<std::shared_ptr<const LogSnapshot>> SharedSnapshot() const;
 
   // Waits until the head reaches `seq` or `timeout` passes; true if it did.
   // Thread-safe; woken by every Commit.
@@ -408,6 +414,10 @@ class EventLog {
   // The head the batch being written makes, while Commit writes it: a snapshot taken
   // meanwhile holds either all of that batch or none of it (TakeSnapshot).
   std::optional<LogHead> committing_ ABSL_GUARDED_BY(head_mu_);
+  // The view SharedSnapshot hands out. Lock order: shared_mu_, generation_mu_,
+  // head_mu_.
+  mutable absl::Mutex shared_mu_;
+  mutable std::shared_ptr<const LogSnapshot> shared_ ABSL_GUARDED_BY(shared_mu_);
   mutable absl::CondVar head_moved_;
 };
 

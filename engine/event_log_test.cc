@@ -301,6 +301,13 @@ TEST_CASE("a snapshot's head is its last record while batches are committed besi
       head_right = head_right && hash.ok() && *hash == head.hash;
     }
     if (!head_right) ++wrong;
+    // A shared view is at least as new as every commit that returned before it was
+    // asked for, and names its own last record too.
+    const uint64_t committed = log->head().seq;
+    auto shared = log->SharedSnapshot();
+    REQUIRE(shared.ok());
+    CHECK((*shared)->head().seq >= committed);
+    if (log->Read((*shared)->head().seq + 1, shared->get()).ok()) ++wrong;
   }
   writer.join();
   CHECK(wrong == 0);
@@ -310,6 +317,33 @@ TEST_CASE("a snapshot's head is its last record while batches are committed besi
   REQUIRE(final_snap.ok());
   CHECK((*final_snap)->head().seq == log->head().seq);
   CHECK((*final_snap)->head().hash == log->head().hash);
+}
+
+TEST_CASE("a shared snapshot is handed out again until a commit finishes") {
+  testing::TempDir dir;
+  auto log = OpenLog(dir.path());
+  auto commit = [&](const std::string& raw) {
+    LogBatch b = log->NewBatch();
+    v1::LogRecord r = DeadLetterRecord(raw, 1);
+    b.Append(&r);
+    REQUIRE(log->Commit(std::move(b)).ok());
+  };
+  commit("a");
+  auto first = log->SharedSnapshot();
+  auto again = log->SharedSnapshot();
+  REQUIRE(first.ok());
+  REQUIRE(again.ok());
+  CHECK(first->get() == again->get());
+  CHECK((*first)->seq() == 1);
+  commit("b");
+  auto after = log->SharedSnapshot();
+  REQUIRE(after.ok());
+  CHECK(after->get() != first->get());
+  CHECK((*after)->seq() == 2);
+  CHECK((*after)->head().hash == log->head().hash);
+  // The first view still reads as it was.
+  CHECK(absl::IsNotFound(log->Read(2, first->get()).status()));
+  CHECK(log->Read(2, after->get()).ok());
 }
 
 TEST_CASE("a read-only log sees the writer's commits after CatchUp") {

@@ -145,7 +145,8 @@ absl::Status QueryService::WaitFor(const v1::ReadOptions& read) const {
   LOYALTY_RETURN_IF_ERROR(CheckCustomerId(request.customer_id()));                      \
   LOYALTY_RETURN_IF_ERROR(WaitFor(request.read()));                                     \
   const std::shared_ptr<const Rules> rules_now = rules();                               \
-  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());    \
+  LOYALTY_ASSIGN_OR_RETURN(std::shared_ptr<const LogSnapshot> snap,                     \
+                           log_->SharedSnapshot());                                     \
   const int64_t t = AsOf(request.read());                                               \
   LedgerReader reader(log_, rules_now.get(), snap.get());                               \
   LOYALTY_ASSIGN_OR_RETURN(std::optional<v1::LedgerState> state,                        \
@@ -214,7 +215,7 @@ absl::StatusOr<v1::Statement> QueryService::GetStatement(
   LOYALTY_RETURN_IF_ERROR(CheckCustomerId(request.customer_id()));
   LOYALTY_RETURN_IF_ERROR(WaitFor(request.read()));
   const std::shared_ptr<const Rules> rules_now = rules();
-  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
+  LOYALTY_ASSIGN_OR_RETURN(std::shared_ptr<const LogSnapshot> snap, log_->SharedSnapshot());
   LedgerReader reader(log_, rules_now.get(), snap.get());
   LOYALTY_ASSIGN_OR_RETURN(std::optional<v1::CustomerState> current,
                            reader.Current(request.customer_id()));
@@ -257,7 +258,7 @@ absl::StatusOr<v1::ListCustomersResponse> QueryService::ListCustomers(
     t = AsOf(request.read());
   }
   const std::shared_ptr<const Rules> rules_now = rules();
-  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
+  LOYALTY_ASSIGN_OR_RETURN(std::shared_ptr<const LogSnapshot> snap, log_->SharedSnapshot());
   LedgerReader reader(log_, rules_now.get(), snap.get());
   v1::ListCustomersResponse out;
   *out.mutable_as_of() = Ts(t);
@@ -361,7 +362,7 @@ absl::StatusOr<v1::EventStatus> QueryService::GetEvent(const v1::EventRequest& r
   const int64_t wait_ms = std::clamp<int64_t>(request.wait_ms(), 0, limits_.max_wait_ms);
   const auto deadline = Deadline(wait_ms);
   for (;;) {
-    LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
+    LOYALTY_ASSIGN_OR_RETURN(std::shared_ptr<const LogSnapshot> snap, log_->SharedSnapshot());
     v1::EventStatus out;
     out.set_event_id(request.event_id());
     out.set_log_seq(snap->seq());
@@ -401,7 +402,7 @@ absl::StatusOr<v1::EventStatus> QueryService::GetEvent(const v1::EventRequest& r
 }
 
 absl::StatusOr<v1::Progress> QueryService::GetProgress() const {
-  LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<LogSnapshot> snap, log_->TakeSnapshot());
+  LOYALTY_ASSIGN_OR_RETURN(std::shared_ptr<const LogSnapshot> snap, log_->SharedSnapshot());
   LOYALTY_ASSIGN_OR_RETURN(std::vector<v1::SourcePosition> positions,
                            log_->SourcePositions(snap.get()));
   v1::Progress out;

@@ -61,70 +61,6 @@ bool WaitFor(const std::string& path, const std::string& needle, int seconds) {
   return false;
 }
 
-TEST_CASE("serve: outdated projections are rebuilt in the background, answers go on, ingestion follows") {
-  // Proves the online rebuild (docs/audit.md): a store whose projections carry an
-  // older projection version is answered from while they are rebuilt from the
-  // log, switched atomically, and only then does ingestion start.
-  testing::TempDir dir;
-  const std::string file = dir.Sub("in.jsonl"), data = dir.Sub("data"), log = dir.Sub("serve.log");
-  REQUIRE(RunQuiet(absl::StrCat(LOYALTY_BINARY, " produce --file ", file,
-                                " --events 20000 --customers 2000 --seed 5")) == 0);
-  REQUIRE(RunQuiet(absl::StrCat(LOYALTY_BINARY, " ingest --no-sync --data-dir ", data, " ",
-                                file)) == 0);
-  testing::EditRaw(data, [](rocksdb::DB* db, testing::RawCfs& cfs) {
-    REQUIRE(db->Put(rocksdb::WriteOptions(), cfs.at("projection_meta"), kMetaProjectionVersion, "1")
-                .ok());
-  });
-
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    FILE* out = std::fopen(log.c_str(), "w");
-    dup2(fileno(out), STDERR_FILENO);
-    dup2(fileno(out), STDOUT_FILENO);
-    execl(LOYALTY_BINARY, LOYALTY_BINARY, "serve", "--data-dir", data.c_str(), "--embedded-kafka",
-          "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", (char*)nullptr);
-    _exit(127);
-  }
-  REQUIRE(WaitFor(log, "HTTP on 127.0.0.1:", 60));
-  const std::string text = Slurp(log);
-  INFO(text);
-  CHECK(absl::StrContains(text, "built by projection version 1"));
-  const size_t at = text.find("HTTP on 127.0.0.1:") + std::string("HTTP on 127.0.0.1:").size();
-  const std::string port = text.substr(at, text.find(',', at) - at);
-  // Answers come from the projections in force, before and after the switch.
-  const std::string balance =
-      Output(absl::StrCat("curl -s -o /dev/null -w '%{http_code}' localhost:", port,
-                          "/v1/customers/c-000001/balance"));
-  CHECK(balance == "200");
-  REQUIRE(WaitFor(log, "projections rebuilt (generation 1), switched", 120));
-  REQUIRE(WaitFor(log, "consuming loyalty.events", 30));
-  CHECK(Output(absl::StrCat("curl -s -o /dev/null -w '%{http_code}' localhost:", port,
-                            "/v1/customers/c-000001/balance")) == "200");
-  // Writing started after the switch and is healthy.
-  CHECK(absl::StrContains(Output(absl::StrCat("curl -s localhost:", port, "/healthz")), "ok"));
-  REQUIRE(kill(pid, SIGTERM) == 0);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  INFO(Slurp(log));
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
-
-  {
-    LogOptions options;
-    options.data_dir = data;
-    options.read_only = true;
-    auto opened = EventLog::Open(options);
-    REQUIRE(opened.ok());
-    CHECK((*opened)->projection_generation() == 1);
-    auto version = (*opened)->GetProjection(LogBatch::ProjectionCf::kProjectionMeta,
-                                            kMetaProjectionVersion);
-    REQUIRE(version.ok());
-    CHECK(*version == absl::StrCat(kProjectionVersion));
-  }
-  CHECK(RunQuiet(absl::StrCat(LOYALTY_BINARY, " replay verify --data-dir ", data)) == 0);
-}
-
 // The nice value of each thread of process `pid` (/proc/PID/task/TID/stat, field 19).
 std::map<int, int> ThreadNices(pid_t pid) {
   std::map<int, int> nices;
@@ -143,9 +79,10 @@ std::map<int, int> ThreadNices(pid_t pid) {
 }
 
 // Starts `serve` on `data` with the embedded Kafka cluster and `extra` arguments,
-// waits until it consumes, and returns its pid.
+// its output to `log`, waits until the output shows `ready`, and returns its pid.
 pid_t StartServe(const std::string& data, const std::string& log,
-                 const std::vector<std::string>& extra) {
+                 const std::vector<std::string>& extra,
+                 const std::string& ready = "consuming loyalty.events") {
   std::vector<std::string> args = {LOYALTY_BINARY, "serve", "--data-dir", data, "--embedded-kafka",
                                    "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"};
   args.insert(args.end(), extra.begin(), extra.end());
@@ -163,7 +100,7 @@ pid_t StartServe(const std::string& data, const std::string& log,
     _exit(127);
   }
   INFO(Slurp(log));
-  REQUIRE(WaitFor(log, "consuming loyalty.events", 60));
+  REQUIRE(WaitFor(log, ready, 60));
   return pid;
 }
 
@@ -174,6 +111,55 @@ void StopServe(pid_t pid, const std::string& log) {
   INFO(Slurp(log));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("serve: outdated projections are rebuilt in the background, answers go on, ingestion follows") {
+  // Proves the online rebuild (docs/audit.md): a store whose projections carry an
+  // older projection version is answered from while they are rebuilt from the
+  // log, switched atomically, and only then does ingestion start.
+  testing::TempDir dir;
+  const std::string file = dir.Sub("in.jsonl"), data = dir.Sub("data"), log = dir.Sub("serve.log");
+  REQUIRE(RunQuiet(absl::StrCat(LOYALTY_BINARY, " produce --file ", file,
+                                " --events 20000 --customers 2000 --seed 5")) == 0);
+  REQUIRE(RunQuiet(absl::StrCat(LOYALTY_BINARY, " ingest --no-sync --data-dir ", data, " ",
+                                file)) == 0);
+  testing::EditRaw(data, [](rocksdb::DB* db, testing::RawCfs& cfs) {
+    REQUIRE(db->Put(rocksdb::WriteOptions(), cfs.at("projection_meta"), kMetaProjectionVersion, "1")
+                .ok());
+  });
+
+  const pid_t pid = StartServe(data, log, {}, "HTTP on 127.0.0.1:");
+  const std::string text = Slurp(log);
+  INFO(text);
+  CHECK(absl::StrContains(text, "built by projection version 1"));
+  const size_t at = text.find("HTTP on 127.0.0.1:") + std::string("HTTP on 127.0.0.1:").size();
+  const std::string port = text.substr(at, text.find(',', at) - at);
+  // Answers come from the projections in force, before and after the switch.
+  const std::string balance =
+      Output(absl::StrCat("curl -s -o /dev/null -w '%{http_code}' localhost:", port,
+                          "/v1/customers/c-000001/balance"));
+  CHECK(balance == "200");
+  REQUIRE(WaitFor(log, "projections rebuilt (generation 1), switched", 120));
+  REQUIRE(WaitFor(log, "consuming loyalty.events", 30));
+  CHECK(Output(absl::StrCat("curl -s -o /dev/null -w '%{http_code}' localhost:", port,
+                            "/v1/customers/c-000001/balance")) == "200");
+  // Writing started after the switch and is healthy.
+  CHECK(absl::StrContains(Output(absl::StrCat("curl -s localhost:", port, "/healthz")), "ok"));
+  StopServe(pid, log);
+
+  {
+    LogOptions options;
+    options.data_dir = data;
+    options.read_only = true;
+    auto opened = EventLog::Open(options);
+    REQUIRE(opened.ok());
+    CHECK((*opened)->projection_generation() == 1);
+    auto version = (*opened)->GetProjection(LogBatch::ProjectionCf::kProjectionMeta,
+                                            kMetaProjectionVersion);
+    REQUIRE(version.ok());
+    CHECK(*version == absl::StrCat(kProjectionVersion));
+  }
+  CHECK(RunQuiet(absl::StrCat(LOYALTY_BINARY, " replay verify --data-dir ", data)) == 0);
 }
 
 TEST_CASE("serve: --ingest-nice runs ingestion at that nice value and the rest at 0") {

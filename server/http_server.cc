@@ -288,7 +288,16 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   server->port_ = port;
   server->server_ = std::move(svr);
   httplib::Server* raw = server->server_.get();
-  server->thread_ = std::thread([raw] { raw->listen_after_bind(); });
+  std::atomic<bool>* ended = &server->listen_ended_;
+  server->thread_ = std::thread([raw, ended] {
+    raw->listen_after_bind();
+    *ended = true;
+  });
+  // httplib's stop() does nothing until the accept loop has started: a Stop right
+  // after Start would leave the loop blocked in accept(2), and Stop waiting for it.
+  while (!raw->is_running() && !*ended) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
   return server;
 }
 

@@ -3,6 +3,7 @@
 #ifndef LOYALTY_SERVER_HTTP_SERVER_H_
 #define LOYALTY_SERVER_HTTP_SERVER_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -63,6 +64,7 @@ class HttpServer {
   HttpServer() = default;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> listen_ended_{false};  // the accept loop has returned
   int port_ = 0;
 };
 

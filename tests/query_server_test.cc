@@ -401,5 +401,22 @@ TEST_CASE("connections made together are all accepted at once while the workers 
   CHECK(connected == kConnections);
 }
 
+TEST_CASE("a server stopped right after it starts stops") {
+  // httplib's stop() does nothing until the accept loop has started; Start waits
+  // for it, or Stop would wait forever for a loop blocked in accept(2).
+  LedgerHarness h;
+  Metrics metrics;
+  QueryService service(&h.log(), &h.clock(), std::make_shared<Rules>(DefaultProgram()));
+  HttpOptions http;
+  http.port = 0;
+  http.threads = 1;
+  for (int i = 0; i < 200; ++i) {
+    auto server = HttpServer::Start(&service, &metrics, {}, http);
+    REQUIRE(server.ok());
+    (*server)->Stop();
+  }
+  SUCCEED("200 servers started and stopped");
+}
+
 }  // namespace
 }  // namespace loyalty

@@ -353,6 +353,18 @@ TEST_CASE("concurrent queries during ingestion never see a half-applied batch") 
   CHECK(checked >= 5);
 }
 
+// A query service over an empty log, and HTTP options for one worker on any port.
+struct OneWorker {
+  OneWorker() {
+    http.port = 0;
+    http.threads = 1;
+  }
+  LedgerHarness h;
+  Metrics metrics;
+  QueryService service{&h.log(), &h.clock(), std::make_shared<Rules>(DefaultProgram())};
+  HttpOptions http;
+};
+
 // Starts a non-blocking connect to 127.0.0.1:port and returns its socket.
 int StartConnect(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -373,14 +385,9 @@ TEST_CASE("connections made together are all accepted at once while the workers 
   // a second, so with httplib's own backlog of 5 only about 9 of these connect in
   // time (the bench's clients stalled that way for a second each time they
   // reconnected together).
-  LedgerHarness h;
-  Metrics metrics;
-  QueryService service(&h.log(), &h.clock(), std::make_shared<Rules>(DefaultProgram()));
-  HttpOptions http;
-  http.port = 0;
-  http.threads = 1;
-  http.max_queued_connections = 1;
-  auto server = HttpServer::Start(&service, &metrics, {}, http);
+  OneWorker one;
+  one.http.max_queued_connections = 1;
+  auto server = HttpServer::Start(&one.service, &one.metrics, {}, one.http);
   REQUIRE(server.ok());
   constexpr int kConnections = 40;
   std::vector<int> fds;
@@ -404,14 +411,9 @@ TEST_CASE("connections made together are all accepted at once while the workers 
 TEST_CASE("a server stopped right after it starts stops") {
   // httplib's stop() does nothing until the accept loop has started; Start waits
   // for it, or Stop would wait forever for a loop blocked in accept(2).
-  LedgerHarness h;
-  Metrics metrics;
-  QueryService service(&h.log(), &h.clock(), std::make_shared<Rules>(DefaultProgram()));
-  HttpOptions http;
-  http.port = 0;
-  http.threads = 1;
+  OneWorker one;
   for (int i = 0; i < 200; ++i) {
-    auto server = HttpServer::Start(&service, &metrics, {}, http);
+    auto server = HttpServer::Start(&one.service, &one.metrics, {}, one.http);
     REQUIRE(server.ok());
     (*server)->Stop();
   }

@@ -1,6 +1,8 @@
 #include "projections/replay.h"
 
+#include <algorithm>
 #include <deque>
+#include <iterator>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -34,25 +36,23 @@ std::string SignalsText(const SignalList& signals) {
   return absl::StrCat(text, " ]");
 }
 
-// The replay's states: kept in `states` (a std::map, so that the result iterates in
-// key order), found through a hash map on the customer id (the std::map's nodes do
-// not move), each with an index of its order ids once it holds many orders, as the
-// live projector keeps them (Projector::OrderIndex).
+// The replay's states, found through a hash map on the customer id (and the last
+// one asked for is kept: an event asks for its customer several times), each with
+// an index of its order ids once it holds many orders, as the live projector keeps
+// them (Projector::OrderIndex). The decision ids in a hash map too; both are put in
+// key order once, at the end (MoveTo).
 class MapStates final : public StateSource {
  public:
-  MapStates(std::map<std::string, std::unique_ptr<v1::CustomerState>>* states,
-            std::map<std::string, std::string>* ids)
-      : states_(states), ids_(ids) {}
   absl::StatusOr<v1::CustomerState*> Mutable(const std::string& id) override {
-    return Find(id).state;
+    return Find(id).state.get();
   }
   absl::StatusOr<std::optional<std::string>> Recall(const std::string& key) override {
-    auto it = ids_->find(key);
-    if (it == ids_->end()) return std::nullopt;
+    auto it = ids_.find(key);
+    if (it == ids_.end()) return std::nullopt;
     return it->second;
   }
   void Remember(const std::string& key, std::string value) override {
-    (*ids_)[key] = std::move(value);
+    ids_[key] = std::move(value);
   }
   OrderIdIndex* OrderIndex(const v1::CustomerState& state) override {
     Slot& slot = Find(state.customer_id());
@@ -66,37 +66,53 @@ class MapStates final : public StateSource {
     return slot.order_ids.get();
   }
 
+  // The states and decision ids, into `result`'s maps in key order (each insert
+  // at the end, so without searching).
+  void MoveTo(ReplayResult* result) && {
+    std::vector<std::pair<std::string, std::unique_ptr<v1::CustomerState>>> states;
+    states.reserve(slots_.size());
+    for (auto& [id, slot] : slots_) states.emplace_back(id, std::move(slot.state));
+    slots_.clear();
+    last_ = nullptr;
+    std::sort(states.begin(), states.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto& [id, state] : states) {
+      result->states.emplace_hint(result->states.end(), std::move(id), std::move(state));
+    }
+    std::vector<std::pair<std::string, std::string>> ids(std::make_move_iterator(ids_.begin()),
+                                                          std::make_move_iterator(ids_.end()));
+    ids_.clear();
+    std::sort(ids.begin(), ids.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto& [key, value] : ids) {
+      result->decision_ids.emplace_hint(result->decision_ids.end(), std::move(key),
+                                        std::move(value));
+    }
+  }
+
  private:
   struct Slot {
-    v1::CustomerState* state = nullptr;
+    std::unique_ptr<v1::CustomerState> state;
     std::unique_ptr<OrderIdIndex> order_ids;
   };
 
   Slot& Find(const std::string& id) {
-    // An event asks for its customer several times in a row.
     if (last_ != nullptr && last_->state->customer_id() == id) return *last_;
-    last_ = &FindInMap(id);
+    auto [it, added] = slots_.try_emplace(id);
+    if (added) {
+      it->second.state = std::make_unique<v1::CustomerState>();
+      it->second.state->set_customer_id(id);
+    }
+    // An insert may move the slots, so last_ is set again on every call.
+    last_ = &it->second;
     return *last_;
   }
 
-  Slot& FindInMap(const std::string& id) {
-    auto it = slots_.find(std::string_view(id));
-    if (it != slots_.end()) return it->second;
-    auto [owned, added] = states_->try_emplace(id);
-    if (owned->second == nullptr) {
-      owned->second = std::make_unique<v1::CustomerState>();
-      owned->second->set_customer_id(id);
-    }
-    Slot& slot = slots_[std::string_view(owned->first)];
-    slot.state = owned->second.get();
-    return slot;
-  }
-
-  std::map<std::string, std::unique_ptr<v1::CustomerState>>* states_;
-  std::map<std::string, std::string>* ids_;
-  // Keys view the std::map's keys.
-  absl::flat_hash_map<std::string_view, Slot> slots_;
-  Slot* last_ = nullptr;  // the slot Find returned last (reset by every insert, in Find)
+  // The states are on the heap, so the pointers Mutable and OrderIndex return stay
+  // valid when the table grows.
+  absl::flat_hash_map<std::string, Slot> slots_;
+  absl::flat_hash_map<std::string, std::string> ids_;
+  Slot* last_ = nullptr;  // the slot Find returned last
 };
 
 // A record as the read-ahead thread hands it over.
@@ -229,7 +245,7 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                                        const std::function<void(uint64_t)>& progress,
                                        const ReplayHook& hook, const ReplayPrepare& prepare) {
   ReplayResult result;
-  MapStates states(&result.states, &result.decision_ids);
+  MapStates states;
   DueIndex due;  // as the live sweep's, so a sweep looks only at the customers due
   std::unique_ptr<Rules> rules;
   auto replay_one = [&](ReadAhead& item) -> absl::Status {
@@ -309,6 +325,7 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
     for (ReadAhead& item : chunk) LOYALTY_RETURN_IF_ERROR(replay_one(item));
   }
   LOYALTY_RETURN_IF_ERROR(done);
+  std::move(states).MoveTo(&result);
   if (progress) progress(result.records);
   return result;
 }

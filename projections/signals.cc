@@ -99,26 +99,45 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
 }
 
 void DueIndex::Set(const std::string& customer_id, int64_t next_check_at) {
-  auto it = at_.find(customer_id);
-  if (it != at_.end()) {
-    if (it->second == next_check_at) return;
-    by_time_.erase({it->second, &it->first});
-    if (next_check_at == 0) {
+  if (next_check_at == 0) {
+    auto it = at_.find(customer_id);
+    if (it == at_.end()) return;
+    if (it->second.queued == 0) {
       at_.erase(it);
-      return;
+    } else {
+      it->second.next = 0;  // its entry goes when a DueBy reaches it
     }
-    it->second = next_check_at;
-  } else {
-    if (next_check_at == 0) return;
-    it = at_.emplace(customer_id, next_check_at).first;
+    return;
+  }
+  auto [it, added] = at_.try_emplace(customer_id);
+  Times& times = it->second;
+  times.next = next_check_at;
+  if (times.queued != 0) {
+    if (times.queued <= next_check_at) return;  // DueBy moves the entry on when it gets there
+    by_time_.erase({times.queued, &it->first});
   }
   by_time_.emplace(next_check_at, &it->first);
+  times.queued = next_check_at;
 }
 
-std::vector<std::string> DueIndex::DueBy(int64_t at) const {
+std::vector<std::string> DueIndex::DueBy(int64_t at) {
   std::vector<std::string> ids;
-  for (auto it = by_time_.begin(); it != by_time_.end() && it->first <= at; ++it) {
-    ids.push_back(*it->second);
+  std::vector<const std::string*> passed;
+  while (!by_time_.empty() && by_time_.begin()->first <= at) {
+    passed.push_back(by_time_.begin()->second);
+    by_time_.erase(by_time_.begin());
+  }
+  for (const std::string* id : passed) {
+    auto it = at_.find(*id);
+    Times& times = it->second;
+    if (times.next == 0) {
+      at_.erase(it);
+      continue;
+    }
+    if (times.next <= at) ids.push_back(*id);
+    // Queued again at its time, due or not: a due customer stays due until a Set.
+    by_time_.emplace(times.next, &it->first);
+    times.queued = times.next;
   }
   std::sort(ids.begin(), ids.end());
   return ids;

@@ -33,6 +33,11 @@ void EvaluateSignals(const Rules& rules, int64_t t, v1::CustomerState* state, Si
 // The customers a sweep must look at: each customer's SignalState.next_check_at
 // (customers with none are left out). The live path and the replay keep one each,
 // so neither scans every customer per sweep. Thread-compatible.
+//
+// Most changes move a customer's time later (a new event pushes its churn check
+// on): those only note the new time, and the time-ordered entry stays where it is
+// until a DueBy reaches it and moves it on. So a Set that does not bring a
+// customer's time earlier is one hash lookup, not an ordered erase and insert.
 class DueIndex {
  public:
   DueIndex() = default;
@@ -43,14 +48,20 @@ class DueIndex {
 
   void Set(const std::string& customer_id, int64_t next_check_at);
   // The customers with next_check_at <= at, in customer_id order (the order a
-  // sweep evaluates them in).
-  std::vector<std::string> DueBy(int64_t at) const;
+  // sweep evaluates them in). Not const: entries it passes whose customers' times
+  // have moved are moved with them.
+  std::vector<std::string> DueBy(int64_t at);
   void Clear();
 
  private:
-  // by_time_ names customers by at_'s keys, which do not move (a node map): an
-  // update moves a pointer, not a string.
-  absl::node_hash_map<std::string, int64_t> at_;
+  struct Times {
+    int64_t next = 0;    // the customer's next_check_at; 0: none
+    int64_t queued = 0;  // the time of its entry in by_time_, 0: none. If next is
+                         // not 0, queued is not 0 and not after it.
+  };
+  // by_time_ names customers by at_'s keys, which do not move (a node map), one
+  // entry each at most.
+  absl::node_hash_map<std::string, Times> at_;
   absl::btree_set<std::pair<int64_t, const std::string*>> by_time_;
 };
 

@@ -3,9 +3,12 @@
 // that found time had caused it; a replay of the log finds exactly the same.
 #include <catch2/catch.hpp>
 
+#include <map>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
 #include "projections/replay.h"
 #include "projections/signals.h"
@@ -161,6 +164,45 @@ TEST_CASE("signals: a replay finds the recorded signals, and a changed one is ca
   auto tampered = ReplayLog(copy.log(), UINT64_MAX);
   REQUIRE(tampered.ok());
   CHECK(tampered->first_mismatch_seq == sweep_seq);
+}
+
+}  // namespace
+}  // namespace loyalty
+
+namespace loyalty {
+namespace {
+
+// The due index against the plainest model of it: every customer's time in a map,
+// a sweep taking those at or before its time. Times move later and earlier, to 0
+// and back, and sweeps come between them; a due customer left unchanged stays due.
+TEST_CASE("signals: the due index names exactly the customers due at every sweep") {
+  std::mt19937_64 rng(GENERATE(1, 2, 3, 4, 5));
+  DueIndex index;
+  std::map<std::string, int64_t> model;  // customer -> next_check_at, 0 left out
+  int64_t now = 1000;
+  for (int step = 0; step < 20000; ++step) {
+    const std::string id = absl::StrCat("c", rng() % 50);
+    const uint64_t kind = rng() % 10;
+    if (kind < 7) {
+      // Mostly later than now (an event's next check), sometimes earlier, sometimes none.
+      int64_t t = now + static_cast<int64_t>(rng() % 500) - 100;
+      if (rng() % 8 == 0) t = 0;
+      index.Set(id, t);
+      if (t == 0) {
+        model.erase(id);
+      } else {
+        model[id] = t;
+      }
+    } else {
+      now += static_cast<int64_t>(rng() % 60);
+      std::vector<std::string> want;
+      for (const auto& [c, t] : model) {
+        if (t <= now) want.push_back(c);
+      }
+      INFO("step " << step << " at " << now);
+      REQUIRE(index.DueBy(now) == want);
+    }
+  }
 }
 
 }  // namespace

@@ -341,13 +341,43 @@ absl::StatusOr<RebuildReport> RebuildProjections(EventLog* log,
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<ProjectionRebuild> rebuild,
                            log->BeginProjectionRebuild());
   using Cf = LogBatch::ProjectionCf;
-  for (const auto& [id, state] : replay.states) {
-    const std::string bytes = SerializeDeterministic(*state);
-    const EncodedState encoded = EncodeState(id, bytes);
+  // The states are written in key order. A second thread serializes and encodes
+  // the second half of them while this one does the first half and writes it;
+  // each state is freed once encoded, on the thread that encoded it.
+  struct Encoded {
+    std::string bytes;
+    EncodedState encoded;  // its chunks view `bytes`, so an Encoded does not move
+  };
+  std::vector<std::pair<const std::string*, std::unique_ptr<v1::CustomerState>*>> states;
+  states.reserve(replay.states.size());
+  for (auto& [id, state] : replay.states) states.emplace_back(&id, &state);
+  const size_t half = states.size() / 2;
+  std::vector<Encoded> second(states.size() - half);
+  auto encode = [&states](size_t i, Encoded* out) {
+    out->bytes = SerializeDeterministic(**states[i].second);
+    out->encoded = EncodeState(*states[i].first, out->bytes);
+    states[i].second->reset();
+  };
+  auto put = [&rebuild](const std::string& id, const EncodedState& encoded) -> absl::Status {
     for (const auto& [key, chunk] : encoded.chunks) {
       LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kStateChunks, key, chunk));
     }
-    LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kCustomerState, id, encoded.head));
+    return rebuild->Put(Cf::kCustomerState, id, encoded.head);
+  };
+  std::thread helper([&] {
+    for (size_t i = half; i < states.size(); ++i) encode(i, &second[i - half]);
+  });
+  absl::Status written;
+  for (size_t i = 0; i < half && written.ok(); ++i) {
+    Encoded first;
+    encode(i, &first);
+    written = put(*states[i].first, first.encoded);
+  }
+  helper.join();
+  LOYALTY_RETURN_IF_ERROR(written);
+  for (size_t i = half; i < states.size(); ++i) {
+    LOYALTY_RETURN_IF_ERROR(put(*states[i].first, second[i - half].encoded));
+    second[i - half] = Encoded();
   }
   for (const auto& [key, value] : replay.decision_ids) {
     LOYALTY_RETURN_IF_ERROR(rebuild->Put(Cf::kDecisionIds, key, value));

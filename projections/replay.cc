@@ -66,6 +66,12 @@ class MapStates final : public StateSource {
     return slot.order_ids.get();
   }
 
+  // Calls `f` with every state, in no particular order.
+  template <typename F>
+  void ForEachState(F f) const {
+    for (const auto& [id, slot] : slots_) f(*slot.state);
+  }
+
   // The states and decision ids, into `result`'s maps in key order (each insert
   // at the end, so without searching).
   void MoveTo(ReplayResult* result) && {
@@ -246,7 +252,11 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                                        const ReplayHook& hook, const ReplayPrepare& prepare) {
   ReplayResult result;
   MapStates states;
-  DueIndex due;  // as the live sweep's, so a sweep looks only at the customers due
+  // As the live sweep's, so a sweep looks only at the customers due. Built at the
+  // first sweep, as the live path builds its own (Projector::LoadDue): a log
+  // ingested from files has none, and its replay skips the index's upkeep.
+  DueIndex due;
+  bool due_built = false;
   std::unique_ptr<Rules> rules;
   auto replay_one = [&](ReadAhead& item) -> absl::Status {
     const uint64_t seq = item.seq;
@@ -264,7 +274,13 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
         return absl::DataLossError(
             absl::StrCat("record ", seq, " is a sweep with no program in force"));
       }
-      // The customers due at the sweep's time, in customer_id order (the map's).
+      if (!due_built) {
+        states.ForEachState([&due](const v1::CustomerState& state) {
+          due.Set(state.customer_id(), state.signals().next_check_at());
+        });
+        due_built = true;
+      }
+      // The customers due at the sweep's time, in customer_id order.
       const int64_t at = record.sweep().at();
       SignalList signals;
       uint64_t customers = 0;
@@ -299,7 +315,8 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                              Decide(event, seq, *rules, result.program.version(), &states));
     SignalList signals;
     LOYALTY_RETURN_IF_ERROR(
-        SignalsAfterEvent(*rules, event.customer_id(), outcome, &states, &signals, &due));
+        SignalsAfterEvent(*rules, event.customer_id(), outcome, &states, &signals,
+                          due_built ? &due : nullptr));
     for (v1::LedgerEntry& e : *outcome.mutable_entries()) {
       e.clear_event_id();
       e.clear_seq();

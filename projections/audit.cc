@@ -1,10 +1,14 @@
 #include "projections/audit.h"
 
 #include <any>
+#include <atomic>
 #include <map>
+#include <optional>
+#include <thread>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/event_codec.h"
 #include "engine/ingestor.h"
 #include "engine/log_verify.h"
@@ -34,13 +38,67 @@ absl::Time RecordClock(const v1::LogRecord& record) {
          absl::Nanoseconds(record.ingested_at().nanos());
 }
 
-// Check 3 for one record, given its input's verdict now (CheckInput).
+// What is found for an input record ahead of the replay, on the replay's
+// preparing thread (ReplayPrepare): the input's verdict now (CheckInput), whether
+// the decoded event the record stores is the one its raw bytes give now, and what
+// the event-id index holds for the event (one read for a chunk of records).
+struct Prepared {
+  InputVerdict verdict;
+  bool stored_event_matches = true;
+  std::optional<EventIdEntry> indexed;
+  absl::Status index_read;  // reading the index failed
+};
+
+std::vector<std::any> PrepareChunk(const EventLog& log, const AuditOptions& options,
+                                   absl::Span<const PrepareItem> records) {
+  std::vector<InputToCheck> inputs;
+  std::vector<size_t> at;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const v1::LogRecord& record = *records[i].record;
+    if (records[i].seq < options.from_seq || record.has_program() || record.has_sweep()) {
+      continue;
+    }
+    inputs.push_back({record.raw(), record.encoding(), record.dead_letter().raw_size(),
+                      RecordClock(record)});
+    at.push_back(i);
+  }
+  std::vector<InputVerdict> verdicts = CheckInputs(inputs);
+  std::vector<Prepared> found(at.size());
+  std::vector<std::string_view> ids;
+  std::vector<size_t> looked_up;
+  for (size_t k = 0; k < at.size(); ++k) {
+    const v1::LogRecord& record = *records[at[k]].record;
+    Prepared& p = found[k];
+    p.verdict = std::move(verdicts[k]);
+    if (!p.verdict.ok) continue;
+    if (record.has_applied() && record.applied().has_event()) {
+      p.stored_event_matches = SerializeDeterministic(record.applied().event()) ==
+                               p.verdict.canonical;
+    }
+    if (record.has_applied() ||
+        record.dead_letter().reason() == v1::EVENT_ID_CONFLICT) {
+      ids.push_back(p.verdict.event.event_id());
+      looked_up.push_back(k);
+    }
+  }
+  std::vector<std::optional<EventIdEntry>> entries;
+  const absl::Status read = ids.empty() ? absl::OkStatus() : log.LookupEventIds(ids, &entries);
+  for (size_t j = 0; j < looked_up.size(); ++j) {
+    Prepared& p = found[looked_up[j]];
+    p.index_read = read;
+    if (read.ok()) p.indexed = entries[j];
+  }
+  std::vector<std::any> prepared(records.size());
+  for (size_t k = 0; k < at.size(); ++k) prepared[at[k]] = std::move(found[k]);
+  return prepared;
+}
+
+// Check 3 for one record, given what was found for it ahead of the replay.
 absl::Status CheckValidation(const EventLog& log, uint64_t seq, const v1::LogRecord& record,
-                             const v1::Event* event, const InputVerdict* verdict,
-                             AuditReport* report) {
+                             const Prepared* prepared, AuditReport* report) {
   if (record.has_program() || record.has_sweep()) return absl::OkStatus();
-  if (verdict == nullptr) return absl::InternalError("no verdict for an input record");
-  const InputVerdict& v = *verdict;
+  if (prepared == nullptr) return absl::InternalError("no verdict for an input record");
+  const InputVerdict& v = prepared->verdict;
   if (record.has_dead_letter()) {
     ++report->dead_letters;
     const v1::DeadLetterReason reason = record.dead_letter().reason();
@@ -50,11 +108,11 @@ absl::Status CheckValidation(const EventLog& log, uint64_t seq, const v1::LogRec
                     absl::StrCat("EVENT_ID_CONFLICT, but the input is invalid: ",
                                  v.rejection.detail));
       }
-      std::vector<std::optional<EventIdEntry>> found;
-      LOYALTY_RETURN_IF_ERROR(log.LookupEventIds({v.event.event_id()}, &found));
+      LOYALTY_RETURN_IF_ERROR(prepared->index_read);
+      const std::optional<EventIdEntry>& found = prepared->indexed;
       std::string earlier;
-      if (found[0].has_value() && found[0]->seq < seq) {
-        absl::StatusOr<std::string> digest = AppliedDigest(log, found[0]->seq);
+      if (found.has_value() && found->seq < seq) {
+        absl::StatusOr<std::string> digest = AppliedDigest(log, found->seq);
         if (!digest.ok()) {
           return Fail(report, "validation", seq, std::string(digest.status().message()));
         }
@@ -88,12 +146,12 @@ absl::Status CheckValidation(const EventLog& log, uint64_t seq, const v1::LogRec
                              v1::DeadLetterReason_Name(v.rejection.reason), ": ",
                              v.rejection.detail));
   }
-  if (event != nullptr && !SameMessage(*event, v.event)) {
+  if (!prepared->stored_event_matches) {
     return Fail(report, "validation", seq, "the stored decoded event differs from its raw bytes");
   }
-  std::vector<std::optional<EventIdEntry>> found;
-  LOYALTY_RETURN_IF_ERROR(log.LookupEventIds({v.event.event_id()}, &found));
-  if (!found[0].has_value() || found[0]->seq != seq) {
+  LOYALTY_RETURN_IF_ERROR(prepared->index_read);
+  const std::optional<EventIdEntry>& found = prepared->indexed;
+  if (!found.has_value() || found->seq != seq) {
     return Fail(report, "validation", seq,
                 absl::StrCat("the event-id index does not hold event '", v.event.event_id(),
                              "' at this record (applied twice, or the index was altered)"));
@@ -146,14 +204,51 @@ absl::StatusOr<AuditReport> AuditLog(
     const EventLog& log, const AuditOptions& options,
     const std::function<void(const std::string&, uint64_t)>& progress) {
   AuditReport report;
+  absl::Mutex progress_mu;  // the chain and the replay report progress at once
   auto phase = [&](const char* name) {
-    return [&progress, name](uint64_t n) {
-      if (progress) progress(name, n);
+    return [&progress, &progress_mu, name](uint64_t n) {
+      if (!progress) return;
+      absl::MutexLock lock(&progress_mu);
+      progress(name, n);
     };
   };
 
-  // 1. chain
-  LOYALTY_ASSIGN_OR_RETURN(VerifyReport chain, VerifyLog(log, phase("chain")));
+  // 1. chain, on a thread of its own while the replay (3 and 4) reads the same
+  // records, so that the two share the cores. Its findings still come first: the
+  // replay's count only once the chain holds, and the replay stops early when it
+  // does not.
+  absl::StatusOr<VerifyReport> chain_or;
+  std::atomic<bool> chain_failed{false};
+  std::thread chain_thread([&] {
+    chain_or = VerifyLog(log, phase("chain"));
+    if (!chain_or.ok() || !chain_or->ok) chain_failed = true;
+  });
+
+  // 3 and 4: validation and decisions, in one replay. Each input's verdict, and
+  // what the event-id index holds for it, are found again ahead of the replay,
+  // on its preparing thread. The records after the chain's head (if any) are
+  // replayed too; a chain that holds ends at the log's last record.
+  AuditReport replayed;  // the replay's findings
+  absl::StatusOr<ReplayResult> replay = ReplayLog(
+      log, options.to_seq, phase("replay"),
+      [&](uint64_t seq, const v1::LogRecord& record, const v1::Event*,
+          const v1::Outcome* redecided, bool same_outcome,
+          const std::any& prepared) -> absl::Status {
+        if (chain_failed) return absl::CancelledError("the chain does not hold");
+        if (seq < options.from_seq) return absl::OkStatus();
+        LOYALTY_RETURN_IF_ERROR(CheckValidation(log, seq, record,
+                                                std::any_cast<Prepared>(&prepared), &replayed));
+        if (redecided != nullptr && !same_outcome) {
+          return Fail(&replayed, "decision", seq,
+                      absl::StrCat("recorded outcome ", record.applied().outcome().ShortDebugString(),
+                                   "; the rules give ", redecided->ShortDebugString()));
+        }
+        return absl::OkStatus();
+      },
+      [&](absl::Span<const PrepareItem> records) { return PrepareChunk(log, options, records); });
+  chain_thread.join();
+  LOYALTY_RETURN_IF_ERROR(chain_or.status());
+  const VerifyReport& chain = *chain_or;
   report.records = chain.records;
   report.head = chain.head;
   if (!chain.ok) {
@@ -184,47 +279,16 @@ absl::StatusOr<AuditReport> AuditLog(
     }
   }
 
-  // 3 and 4: validation and decisions, in one replay. Each input's verdict is
-  // found again ahead of the replay, on its reading thread.
-  absl::StatusOr<ReplayResult> replay = ReplayLog(
-      log, to, phase("replay"),
-      [&](uint64_t seq, const v1::LogRecord& record, const v1::Event*,
-          const v1::Outcome* redecided, const std::any& prepared) -> absl::Status {
-        if (seq < options.from_seq) return absl::OkStatus();
-        const v1::Event* stored = record.has_applied() && record.applied().has_event()
-                                      ? &record.applied().event()
-                                      : nullptr;
-        LOYALTY_RETURN_IF_ERROR(CheckValidation(log, seq, record, stored,
-                                                std::any_cast<InputVerdict>(&prepared), &report));
-        if (redecided != nullptr &&
-            !SameMessage(*redecided, record.applied().outcome())) {
-          return Fail(&report, "decision", seq,
-                      absl::StrCat("recorded outcome ", record.applied().outcome().ShortDebugString(),
-                                   "; the rules give ", redecided->ShortDebugString()));
-        }
-        return absl::OkStatus();
-      },
-      [&](absl::Span<const PrepareItem> records) {
-        std::vector<InputToCheck> inputs;
-        std::vector<size_t> at;
-        for (size_t i = 0; i < records.size(); ++i) {
-          const v1::LogRecord& record = *records[i].record;
-          if (records[i].seq < options.from_seq || record.has_program() || record.has_sweep()) {
-            continue;
-          }
-          inputs.push_back({record.raw(), record.encoding(), record.dead_letter().raw_size(),
-                            RecordClock(record)});
-          at.push_back(i);
-        }
-        std::vector<InputVerdict> verdicts = CheckInputs(inputs);
-        std::vector<std::any> prepared(records.size());
-        for (size_t k = 0; k < at.size(); ++k) prepared[at[k]] = std::move(verdicts[k]);
-        return prepared;
-      });
-  if (!replay.ok()) {
-    if (!report.ok) return report;
-    return replay.status();
+  report.events = replayed.events;
+  report.dead_letters = replayed.dead_letters;
+  if (!replayed.ok) {
+    report.ok = false;
+    report.check = replayed.check;
+    report.first_bad_seq = replayed.first_bad_seq;
+    report.problem = replayed.problem;
+    return report;
   }
+  if (!replay.ok()) return replay.status();
   // A recorded outcome that differs stopped the replay above; what is left are the
   // signals (projections/signals.h), of events and of sweeps.
   if (replay->first_mismatch_seq >= options.from_seq && replay->first_mismatch_seq != 0) {

@@ -140,17 +140,22 @@ struct ReadAhead {
 
 // Reads records on a thread of its own, in chunks, a few chunks ahead of the
 // consumer (bounded memory), until the range ends, the scan fails or the consumer
-// stops.
+// stops. With a `prepare`, a second thread runs it on each chunk read, between the
+// reading and the consumer, so that reading, preparing and replaying share the
+// cores.
 class RecordReader {
  public:
   RecordReader(const EventLog& log, uint64_t to_seq, const ReplayPrepare& prepare)
-      : thread_([this, &log, to_seq, &prepare] { Run(log, to_seq, prepare); }) {}
+      : prepare_(prepare),
+        reader_([this, &log, to_seq] { Read(log, to_seq); }),
+        preparer_(prepare ? std::thread([this] { PrepareChunks(); }) : std::thread()) {}
   ~RecordReader() {
     {
       absl::MutexLock lock(&mu_);
       stopped_ = true;
     }
-    thread_.join();
+    reader_.join();
+    if (preparer_.joinable()) preparer_.join();
   }
 
   // The next chunk, in order; empty once everything is read (then `done` says how
@@ -159,13 +164,13 @@ class RecordReader {
     absl::MutexLock lock(&mu_);
     if (!spent.empty()) spent_.push_back(std::move(spent));
     mu_.Await(absl::Condition(
-        +[](RecordReader* r) { return !r->chunks_.empty() || r->finished_; }, this));
-    if (chunks_.empty()) {
+        +[](RecordReader* r) { return !r->ready_.empty() || r->finished_; }, this));
+    if (ready_.empty()) {
       *done = scan_status_;
       return {};
     }
-    std::vector<ReadAhead> chunk = std::move(chunks_.front());
-    chunks_.pop_front();
+    std::vector<ReadAhead> chunk = std::move(ready_.front());
+    ready_.pop_front();
     return chunk;
   }
 
@@ -173,31 +178,25 @@ class RecordReader {
   static constexpr size_t kChunk = 1024;
   static constexpr size_t kChunksAhead = 4;
 
-  void Run(const EventLog& log, uint64_t to_seq, const ReplayPrepare& prepare) {
+  // The queue a chunk read goes to: the preparer's, or the consumer's.
+  std::deque<std::vector<ReadAhead>>& ReadQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return prepare_ ? read_ : ready_;
+  }
+
+  void Read(const EventLog& log, uint64_t to_seq) {
     std::vector<ReadAhead> chunk;
-    std::vector<PrepareItem> items;
     auto hand_over = [&]() -> bool {
-      if (prepare) {
-        items.clear();
-        std::vector<size_t> at;
-        for (size_t i = 0; i < chunk.size(); ++i) {
-          if (!chunk[i].status.ok()) continue;
-          items.push_back({chunk[i].seq, &chunk[i].record});
-          at.push_back(i);
-        }
-        std::vector<std::any> prepared = prepare(items);
-        for (size_t k = 0; k < at.size() && k < prepared.size(); ++k) {
-          chunk[at[k]].prepared = std::move(prepared[k]);
-        }
-      }
       std::deque<std::vector<ReadAhead>> spent;
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
-            +[](RecordReader* r) { return r->chunks_.size() < kChunksAhead || r->stopped_; },
+            +[](RecordReader* r) {
+              r->mu_.AssertReaderHeld();
+              return r->ReadQueue().size() < kChunksAhead || r->stopped_;
+            },
             this));
         if (stopped_) return false;
-        chunks_.push_back(std::move(chunk));
+        ReadQueue().push_back(std::move(chunk));
         spent.swap(spent_);
       }
       chunk.clear();
@@ -233,16 +232,60 @@ class RecordReader {
     if (s.ok() && !chunk.empty()) hand_over();
     absl::MutexLock lock(&mu_);
     scan_status_ = s;
-    finished_ = true;
+    read_all_ = true;
+    if (!prepare_) finished_ = true;
   }
 
+  // The preparing thread: `prepare_` on each chunk read, in order.
+  void PrepareChunks() {
+    std::vector<PrepareItem> items;
+    std::vector<size_t> at;
+    for (;;) {
+      std::vector<ReadAhead> chunk;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](RecordReader* r) { return !r->read_.empty() || r->read_all_ || r->stopped_; },
+            this));
+        if (stopped_) return;
+        if (read_.empty()) {
+          finished_ = true;
+          return;
+        }
+        chunk = std::move(read_.front());
+        read_.pop_front();
+      }
+      items.clear();
+      at.clear();
+      for (size_t i = 0; i < chunk.size(); ++i) {
+        if (!chunk[i].status.ok()) continue;
+        items.push_back({chunk[i].seq, &chunk[i].record});
+        at.push_back(i);
+      }
+      std::vector<std::any> prepared = prepare_(items);
+      for (size_t k = 0; k < at.size() && k < prepared.size(); ++k) {
+        chunk[at[k]].prepared = std::move(prepared[k]);
+      }
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](RecordReader* r) { return r->ready_.size() < kChunksAhead || r->stopped_; }, this));
+      if (stopped_) return;
+      ready_.push_back(std::move(chunk));
+    }
+  }
+
+  const ReplayPrepare& prepare_;
   absl::Mutex mu_;
-  std::deque<std::vector<ReadAhead>> chunks_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::vector<ReadAhead>> read_ ABSL_GUARDED_BY(mu_);   // read, to prepare
+  std::deque<std::vector<ReadAhead>> ready_ ABSL_GUARDED_BY(mu_);  // for the consumer
   std::deque<std::vector<ReadAhead>> spent_ ABSL_GUARDED_BY(mu_);
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_all_ ABSL_GUARDED_BY(mu_) = false;  // the scan ended (scan_status_ says how)
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // ... and every chunk is ready
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status scan_status_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;  // last: started once the members above exist
+  // Last: started once the members above exist.
+  std::thread reader_;
+  std::thread preparer_;
 };
 
 }  // namespace
@@ -267,7 +310,7 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
     if (record.has_program()) {
       result.program = record.program();
       rules = std::make_unique<Rules>(record.program().program());
-      return hook ? hook(seq, record, nullptr, nullptr, item.prepared) : absl::OkStatus();
+      return hook ? hook(seq, record, nullptr, nullptr, true, item.prepared) : absl::OkStatus();
     }
     if (record.has_sweep()) {
       if (rules == nullptr) {
@@ -300,10 +343,10 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
             SignalsText(record.sweep().signals()), "; the rules give ", customers,
             " customers with ", SignalsText(signals));
       }
-      return hook ? hook(seq, record, nullptr, nullptr, item.prepared) : absl::OkStatus();
+      return hook ? hook(seq, record, nullptr, nullptr, true, item.prepared) : absl::OkStatus();
     }
     if (!record.has_applied()) {
-      return hook ? hook(seq, record, nullptr, nullptr, item.prepared) : absl::OkStatus();
+      return hook ? hook(seq, record, nullptr, nullptr, true, item.prepared) : absl::OkStatus();
     }
     if (rules == nullptr) {
       return absl::DataLossError(
@@ -326,14 +369,14 @@ absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
       result.mismatch = absl::StrCat("recorded signals ", SignalsText(record.applied().signals()),
                                      "; the rules give ", SignalsText(signals));
     }
-    if (result.first_mismatch_seq == 0 &&
-        SerializeDeterministic(outcome) != item.recorded_outcome) {
+    const bool same_outcome = SerializeDeterministic(outcome) == item.recorded_outcome;
+    if (result.first_mismatch_seq == 0 && !same_outcome) {
       result.first_mismatch_seq = seq;
       result.mismatch = absl::StrCat("recorded outcome ",
                                      record.applied().outcome().ShortDebugString(),
                                      "; the rules give ", outcome.ShortDebugString());
     }
-    return hook ? hook(seq, record, &event, &outcome, item.prepared) : absl::OkStatus();
+    return hook ? hook(seq, record, &event, &outcome, same_outcome, item.prepared) : absl::OkStatus();
   };
   RecordReader reader(log, to_seq, prepare);
   absl::Status done;

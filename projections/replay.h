@@ -44,11 +44,12 @@ struct PrepareItem {
 using ReplayPrepare = std::function<std::vector<std::any>(absl::Span<const PrepareItem> records)>;
 
 // Called for every record replayed, after it was decided (`redecided` is null for
-// records that are not applied events), with what `prepare` returned for it (empty
-// without one). An error stops the replay.
+// records that are not applied events; `same_outcome` says whether it equals the
+// recorded outcome, and is true for the others), with what `prepare` returned for
+// it (empty without one). An error stops the replay.
 using ReplayHook = std::function<absl::Status(uint64_t seq, const v1::LogRecord& record,
                                               const v1::Event* event,
-                                              const v1::Outcome* redecided,
+                                              const v1::Outcome* redecided, bool same_outcome,
                                               const std::any& prepared)>;
 
 // Replays records [1, to_seq] of `log`. `progress`, if set, is called now and then

@@ -83,14 +83,25 @@ AuditReport Audit(const std::string& dir, uint64_t digest_seq = 0, std::string d
   return *report;
 }
 
-// Builds the scenario in a data directory that outlives the harness's handles.
+// Builds the scenario in a data directory that outlives the harness's handles,
+// followed by `bulk` purchases of 500 other customers in one batch.
 struct Closed {
   testing::TempDir dir;
   std::string data = dir.Sub("data");
   LogHead head;
-  Closed() {
+  explicit Closed(int bulk = 0) {
     LedgerHarness h(DefaultProgram(), data);
     Scenario(h);
+    if (bulk > 0) {
+      std::vector<std::string> lines;
+      for (int i = 0; i < bulk; ++i) {
+        lines.push_back(absl::StrCat(R"({"eventId":"bulk-)", i, R"(","customerId":"m)", i % 500,
+                                     R"(","occurredAt":")", Day(30),
+                                     R"(","purchase":{"orderId":"b)", i,
+                                     R"(","amountMinor":1000,"currency":"EUR"}})"));
+      }
+      REQUIRE(h.IngestLines(lines).applied == static_cast<uint64_t>(bulk));
+    }
     head = h.log().head();
   }  // the harness closes the store here
 };
@@ -176,6 +187,55 @@ TEST_CASE("audit: a decision that differs from the rules is caught") {
   // --from-seq 4 reports findings from record 4 on only: this one is before it.
   CHECK(Audit(c.data, 0, "", 4).ok);
   CHECK_FALSE(Audit(c.data, 0, "", 3).ok);
+}
+
+TEST_CASE("audit: a stored decoded event that differs from its raw bytes is caught") {
+  // Proves: the decoded copy kept beside a JSON input (which the replay decides
+  // from) must be what the raw bytes decode to now.
+  Closed c;
+  Rewrite(c.data, 3, [](v1::LogRecord* r) {
+    REQUIRE(r->has_applied());
+    REQUIRE(r->applied().has_event());  // a JSON input keeps its decoded event
+    v1::Purchase* p = r->mutable_applied()->mutable_event()->mutable_purchase();
+    p->set_amount_minor(p->amount_minor() + 100);
+  });
+  AuditReport r = Audit(c.data);
+  REQUIRE_FALSE(r.ok);
+  CHECK(r.check == "validation");
+  CHECK(r.first_bad_seq == 3);
+  CHECK(r.problem.find("stored decoded event differs") != std::string::npos);
+}
+
+TEST_CASE("audit: a broken chain is reported first though the replay finds an earlier record") {
+  // Proves: the chain's finding comes first, as when it ran before the replay,
+  // though it is now checked beside it: record 3's outcome is changed with the
+  // chain recomputed (a decision finding), then the last record is changed without
+  // it (a chain finding, later in the log). Many records come between the two, so
+  // that the replay reaches record 3 long before the chain reaches the last one.
+  Closed c(30000);
+  Rewrite(c.data, 3, [](v1::LogRecord* r) {
+    v1::LedgerEntry* e = r->mutable_applied()->mutable_outcome()->mutable_entries(0);
+    e->set_points(e->points() + 1000);
+  });
+  REQUIRE(Audit(c.data).check == "decision");
+  testing::EditRaw(c.data, [&](rocksdb::DB* db, testing::RawCfs& cf) {
+    const std::string key = internal::SeqKey(c.head.seq);
+    std::string value;
+    REQUIRE(db->Get(rocksdb::ReadOptions(), cf["log"], key, &value).ok());
+    std::string_view record, hash;
+    REQUIRE(SplitLogValue(2, value, &record, &hash));
+    v1::LogRecord r;
+    REQUIRE(r.ParseFromString(std::string(record)));
+    r.set_raw(r.raw() + " ");
+    std::string edited(1, hash.empty() ? kValueWithoutHash : kValueWithHash);
+    edited += SerializeDeterministic(r);
+    edited += std::string(hash);
+    REQUIRE(db->Put(rocksdb::WriteOptions(), cf["log"], key, edited).ok());
+  });
+  AuditReport r = Audit(c.data);
+  REQUIRE_FALSE(r.ok);
+  CHECK(r.check == "chain");
+  CHECK(r.first_bad_seq > 3);
 }
 
 TEST_CASE("audit: a dead letter whose reason was changed is caught") {

@@ -81,9 +81,12 @@ absl::Status KafkaProducer::Flush(int timeout_ms) {
     return absl::DeadlineExceededError(
         absl::StrCat("messages still undelivered after ", timeout_ms, " ms"));
   }
-  if (impl_->failed > 0) {
-    return absl::UnavailableError(absl::StrCat(impl_->failed.load(),
-                                               " messages failed: ", impl_->last_error));
+  // Failures since the last Flush only: a message that failed once (a topic not
+  // yet created, a broker down past message.timeout.ms) must not fail every later
+  // Flush, or the outbox would publish the same chunk again forever.
+  if (const uint64_t failed = impl_->failed.exchange(0); failed > 0) {
+    return absl::UnavailableError(
+        absl::StrCat(failed, " messages failed: ", impl_->last_error));
   }
   return absl::OkStatus();
 }

@@ -29,7 +29,7 @@ class KafkaProducer {
   absl::Status Send(const std::string& topic, std::string_view key, std::string_view value,
                     const std::vector<std::pair<std::string, std::string>>& headers = {});
   // Waits until every queued message is delivered or failed; an error names the
-  // failures.
+  // failures since the last Flush (each failure is reported once).
   absl::Status Flush(int timeout_ms);
 
  private:

@@ -382,6 +382,36 @@ std::vector<ReadMessage> ReadTopic(const std::string& brokers, const std::string
   return out;
 }
 
+TEST_CASE("kafka: a failed delivery fails one flush and not the ones after it") {
+  // The outbox publishes a chunk, then Flush says whether all of it was delivered.
+  // A failure once (here: the broker down past message.timeout.ms) used to fail
+  // every later Flush too, and the outbox then published its chunk again forever.
+  auto cluster = MockCluster::Start(1);
+  REQUIRE(cluster.ok());
+  const std::string brokers = (*cluster)->bootstrap_servers();
+  REQUIRE((*cluster)->CreateTopic("out", 1).ok());
+  auto producer = KafkaProducer::Create(
+      brokers, {{"message.timeout.ms", "3000"}, {"reconnect.backoff.max.ms", "100"}});
+  REQUIRE(producer.ok());
+  REQUIRE((*producer)->Send("out", "k", "first").ok());
+  REQUIRE((*producer)->Flush(10000).ok());
+
+  rd_kafka_mock_broker_set_down((*cluster)->raw(), 1);
+  REQUIRE((*producer)->Send("out", "k", "lost").ok());
+  const absl::Status failed = (*producer)->Flush(10000);
+  CHECK(absl::IsUnavailable(failed));
+  CHECK(absl::StrContains(failed.message(), "1 messages failed"));
+
+  rd_kafka_mock_broker_set_up((*cluster)->raw(), 1);
+  REQUIRE((*producer)->Send("out", "k", "second").ok());
+  const absl::Status after = (*producer)->Flush(10000);
+  CHECK(after.ToString() == "OK");
+  auto read = ReadTopic(brokers, "out", 1, 2);
+  REQUIRE(read.size() == 2);
+  CHECK(read[0].value == "first");
+  CHECK(read[1].value == "second");
+}
+
 TEST_CASE("kafka: the outbox publishes dead letters and outcomes, each with its seq") {
   // Proves interfaces.md output topics: malformed messages arrive on the DLQ with
   // their original key and value and their reason and source position; one

@@ -8,6 +8,7 @@
 #define LOYALTY_ENGINE_CPU_PRIORITY_H_
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 
 namespace rocksdb {
 class Env;
@@ -18,6 +19,12 @@ namespace loyalty {
 // Sets the calling thread's nice value (0, the default, to 19, the lowest
 // priority). Threads it starts afterwards inherit it (Linux keeps it per thread).
 absl::Status SetThreadNice(int nice);
+
+// Asks the scheduler for time slices of `slice` for the calling thread (Linux 6.12
+// and later, EEVDF: a thread with a shorter slice than the one running preempts it
+// when it wakes; the kernel clamps it to 0.1-100 ms; the default is 3 ms). Earlier
+// kernels take the call and ignore the slice. Keeps the thread's nice value.
+absl::Status SetThreadSlice(absl::Duration slice);
 
 // Runs RocksDB's background threads of `env` (flushes and compactions, both
 // pools) at the lowest CPU priority (nice 19).

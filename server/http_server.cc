@@ -12,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/cpu_priority.h"
 #include "engine/event_codec.h"
 #include "google/protobuf/util/json_util.h"
 #include "httplib.h"
@@ -24,8 +25,15 @@ namespace {
 // loop waits for room instead of queueing without limit.
 class BoundedPool final : public httplib::TaskQueue {
  public:
-  BoundedPool(size_t threads, size_t max_queued) : max_queued_(max_queued) {
-    for (size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  BoundedPool(size_t threads, size_t max_queued, absl::Duration slice)
+      : max_queued_(max_queued) {
+    for (size_t i = 0; i < threads; ++i) {
+      workers_.emplace_back([this, slice] {
+        // Best effort: without it a query waits longer, and answers the same.
+        if (slice > absl::ZeroDuration()) SetThreadSlice(slice).IgnoreError();
+        Work();
+      });
+    }
   }
   void enqueue(std::function<void()> fn) override {
     std::unique_lock<std::mutex> lock(mu_);
@@ -136,7 +144,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   std::unique_ptr<HttpServer> server(new HttpServer());
   auto svr = std::make_unique<Listener>();
   const size_t threads = options.threads, queued = options.max_queued_connections;
-  svr->new_task_queue = [threads, queued] { return new BoundedPool(threads, queued); };
+  const absl::Duration slice = options.thread_slice;
+  svr->new_task_queue = [threads, queued, slice] {
+    return new BoundedPool(threads, queued, slice);
+  };
   svr->set_read_timeout(options.read_timeout_s, 0);
   svr->set_write_timeout(options.write_timeout_s, 0);
   svr->set_keep_alive_timeout(options.keep_alive_timeout_s);

@@ -58,6 +58,13 @@ struct BenchArgs {
   // background threads run at 19 too): an experiment in leaving the queries the CPU
   // (docs/benchmarks.md, run M). Default 0: the same priority.
   int ingest_nice = 0;
+  // The time slice of the query servers' threads, as `serve --query-slice-us`
+  // (0: the kernel's default).
+  int query_slice_us = 100;
+  // The time slice the load generator's client threads ask for (0: the kernel's
+  // default). The clients share the engine's two cores; clients on other machines
+  // would not wait behind its ingestion to send or to read an answer.
+  int client_slice_us = 0;
   // Ingestion pipelined as `loyalty ingest` and `serve` run it (Ingestor::
   // set_pipelined); --no-pipeline measures it without.
   bool pipelined = true;

@@ -365,6 +365,14 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
                   "query: nice value (0-19) of the ingestion beside the queries; above 0 "
                   "RocksDB's background threads run at 19 too (default 0)")
       ->check(CLI::Range(0, 19));
+  cmd->add_option("--query-slice-us", args->bench.query_slice_us,
+                  "query: the time slice (microseconds) of the HTTP and gRPC servers' threads, "
+                  "as `serve --query-slice-us`; 0: the kernel's default (default 100)")
+      ->check(CLI::Range(0, 100'000));
+  cmd->add_option("--client-slice-us", args->bench.client_slice_us,
+                  "query: the time slice (microseconds) of the load generator's client "
+                  "threads; 0: the kernel's default (default 0)")
+      ->check(CLI::Range(0, 100'000));
   cmd->add_option("--requests-per-client", args->bench.requests_per_client,
                   "requests per client and level at most")
       ->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}));

@@ -2,6 +2,7 @@
 // concurrency levels, with and without ingestion running into the same log.
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -87,6 +88,11 @@ void RunLevel(const std::string& transport, Kind kind, int clients, double inter
   std::vector<std::thread> threads;
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
+      if (args.client_slice_us > 0) {
+        if (absl::Status s = SetThreadSlice(absl::Microseconds(args.client_slice_us)); !s.ok()) {
+          std::fprintf(stderr, "bench: client slice: %s\n", s.ToString().c_str());
+        }
+      }
       const uint64_t seed = args.seed * 1000 + c;
       if (transport == "http") {
         httplib::Client client("127.0.0.1", http_port);
@@ -276,16 +282,20 @@ absl::StatusOr<BenchResult> RunQueries(const BenchArgs& args, const std::string&
   Metrics metrics;
   HttpOptions http;
   http.port = 0;
+  http.thread_slice = absl::Microseconds(args.query_slice_us);
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<HttpServer> http_server,
                            HttpServer::Start(&service, &metrics, {}, http));
   GrpcOptions grpc_options;
   grpc_options.address = "127.0.0.1:0";
+  grpc_options.thread_slice = absl::Microseconds(args.query_slice_us);
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> grpc_server,
                            GrpcServer::Start(&service, &metrics, grpc_options));
   const int http_port = http_server->port();
   const int grpc_port = grpc_server->port();
   result.notes["http_threads"] = absl::StrCat(http.threads);
   result.notes["grpc_max_threads"] = absl::StrCat(grpc_options.max_threads);
+  result.notes["query_slice_us"] = absl::StrCat(args.query_slice_us);
+  result.notes["client_slice_us"] = absl::StrCat(args.client_slice_us);
 
   for (const std::string transport : {"http", "grpc"}) {
     for (Kind kind : {Kind::kBalance, Kind::kTier, Kind::kChurn}) {

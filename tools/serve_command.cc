@@ -56,6 +56,7 @@ struct ServeArgs {
   std::string auth_token_file;
   int sweep_interval_s = 60;
   int ingest_nice = 0;
+  int query_slice_us = 100;
 };
 
 bool SplitHostPort(const std::string& text, std::string* host, int* port) {
@@ -322,9 +323,11 @@ int RunServe(const ServeArgs& args) {
     return Fail(absl::StrCat("--http ", args.http, " is not ADDR:PORT"));
   }
   http.auth_token = token;
+  http.thread_slice = absl::Microseconds(args.query_slice_us);
   GrpcOptions grpc;
   grpc.address = args.grpc;
   grpc.auth_token = token;
+  grpc.thread_slice = absl::Microseconds(args.query_slice_us);
 
   LogOptions options;
   options.data_dir = args.data_dir;
@@ -627,6 +630,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "compactions run at 19, so that queries are answered first when both "
                   "compete for the CPU (docs/operations.md); default 0")
       ->check(CLI::Range(0, 19));
+  cmd->add_option("--query-slice-us", args->query_slice_us,
+                  "the time slice (microseconds) the HTTP and gRPC threads ask the scheduler "
+                  "for: a query woken while ingestion runs preempts it at once (Linux 6.12 "
+                  "or later; docs/operations.md); 0: the kernel's default; default 100")
+      ->check(CLI::Range(0, 100'000));
   cmd->callback([args, exit_code] { *exit_code = RunServe(*args); });
 }
 

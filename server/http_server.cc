@@ -300,7 +300,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   server->server_ = std::move(svr);
   httplib::Server* raw = server->server_.get();
   std::atomic<bool>* ended = &server->listen_ended_;
-  server->thread_ = std::thread([raw, ended] {
+  server->thread_ = std::thread([raw, ended, slice = options.thread_slice] {
+    // The accept loop too: clients that reconnect together wait for it.
+    if (slice > absl::ZeroDuration()) SetThreadSlice(slice).IgnoreError();
     raw->listen_after_bind();
     *ended = true;
   });

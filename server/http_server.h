@@ -46,7 +46,7 @@ struct HttpOptions {
   size_t max_request_bytes = 16 * 1024;
   // When non-empty, /v1/* requires `Authorization: Bearer <token>`.
   std::string auth_token;
-  // The time slice the workers ask the scheduler for (SetThreadSlice,
+  // The time slice the workers and the accept loop ask the scheduler for (SetThreadSlice,
   // engine/cpu_priority.h): shorter than the kernel's default (about 1.5-3 ms), so a
   // worker woken by a request preempts a busy ingestion thread at once instead of
   // waiting for its slice to end. Zero leaves the kernel's default. Default: 100 us

@@ -6,7 +6,6 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_priority.h"
 #include "loyalty/v1/query.grpc.pb.h"
 
 namespace loyalty {
@@ -19,20 +18,13 @@ grpc::Status ToGrpc(const absl::Status& s) {
 }  // namespace
 
 struct GrpcServer::Impl final : public v1::LoyaltyQuery::Service {
-  Impl(const QueryService* service, Metrics* metrics, std::string token, absl::Duration slice)
-      : service_(service), metrics_(metrics), token_(std::move(token)), slice_(slice) {}
+  Impl(const QueryService* service, Metrics* metrics, std::string token)
+      : service_(service), metrics_(metrics), token_(std::move(token)) {}
 
   template <typename Request, typename Response, typename Call>
   grpc::Status Serve(const char* name, grpc::ServerContext* ctx, const Request& request,
                      Response* response, Call call) {
     const auto start = std::chrono::steady_clock::now();
-    // gRPC starts its handler threads itself: each asks for its slice at its first
-    // call (best effort, as the HTTP workers).
-    thread_local bool sliced = false;
-    if (!sliced) {
-      sliced = true;
-      if (slice_ > absl::ZeroDuration()) SetThreadSlice(slice_).IgnoreError();
-    }
     absl::Status s = Authorize(ctx);
     if (s.ok()) {
       auto answer = call(request);
@@ -99,15 +91,13 @@ struct GrpcServer::Impl final : public v1::LoyaltyQuery::Service {
   const QueryService* service_;
   Metrics* metrics_;
   std::string token_;
-  absl::Duration slice_;
 };
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const QueryService* service,
                                                                Metrics* metrics,
                                                                const GrpcOptions& options) {
   std::unique_ptr<GrpcServer> server(new GrpcServer());
-  server->impl_ =
-      std::make_unique<Impl>(service, metrics, options.auth_token, options.thread_slice);
+  server->impl_ = std::make_unique<Impl>(service, metrics, options.auth_token);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &server->port_);
   builder.RegisterService(server->impl_.get());

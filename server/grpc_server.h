@@ -7,7 +7,6 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "absl/time/time.h"
 #include "server/metrics.h"
 #include "server/query_service.h"
 
@@ -27,9 +26,6 @@ struct GrpcOptions {
   int max_request_bytes = 16 * 1024;
   // When non-empty, every call needs metadata `authorization: Bearer <token>`.
   std::string auth_token;
-  // The time slice a handler thread asks for at its first call (as
-  // HttpOptions::thread_slice). Zero leaves the kernel's default. Default: 100 us.
-  absl::Duration thread_slice = absl::Microseconds(100);
 };
 
 class GrpcServer {

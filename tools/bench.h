@@ -58,7 +58,7 @@ struct BenchArgs {
   // background threads run at 19 too): an experiment in leaving the queries the CPU
   // (docs/benchmarks.md, run M). Default 0: the same priority.
   int ingest_nice = 0;
-  // The time slice of the query servers' threads, as `serve --query-slice-us`
+  // The time slice of the HTTP server's threads, as `serve --query-slice-us`
   // (0: the kernel's default).
   int query_slice_us = 100;
   // The time slice the load generator's client threads ask for (0: the kernel's

@@ -366,8 +366,8 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
                   "RocksDB's background threads run at 19 too (default 0)")
       ->check(CLI::Range(0, 19));
   cmd->add_option("--query-slice-us", args->bench.query_slice_us,
-                  "query: the time slice (microseconds) of the HTTP and gRPC servers' threads, "
-                  "as `serve --query-slice-us`; 0: the kernel's default (default 100)")
+                  "query: the time slice (microseconds) of the HTTP server's threads, as "
+                  "`serve --query-slice-us`; 0: the kernel's default (default 100)")
       ->check(CLI::Range(0, 100'000));
   cmd->add_option("--client-slice-us", args->bench.client_slice_us,
                   "query: the time slice (microseconds) of the load generator's client "

@@ -287,7 +287,6 @@ absl::StatusOr<BenchResult> RunQueries(const BenchArgs& args, const std::string&
                            HttpServer::Start(&service, &metrics, {}, http));
   GrpcOptions grpc_options;
   grpc_options.address = "127.0.0.1:0";
-  grpc_options.thread_slice = absl::Microseconds(args.query_slice_us);
   LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> grpc_server,
                            GrpcServer::Start(&service, &metrics, grpc_options));
   const int http_port = http_server->port();

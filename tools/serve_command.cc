@@ -327,7 +327,6 @@ int RunServe(const ServeArgs& args) {
   GrpcOptions grpc;
   grpc.address = args.grpc;
   grpc.auth_token = token;
-  grpc.thread_slice = absl::Microseconds(args.query_slice_us);
 
   LogOptions options;
   options.data_dir = args.data_dir;
@@ -631,7 +630,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "compete for the CPU (docs/operations.md); default 0")
       ->check(CLI::Range(0, 19));
   cmd->add_option("--query-slice-us", args->query_slice_us,
-                  "the time slice (microseconds) the HTTP and gRPC threads ask the scheduler "
+                  "the time slice (microseconds) the HTTP server's threads ask the scheduler "
                   "for: a query woken while ingestion runs preempts it at once (Linux 6.12 "
                   "or later; docs/operations.md); 0: the kernel's default; default 100")
       ->check(CLI::Range(0, 100'000));

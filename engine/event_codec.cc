@@ -4,6 +4,7 @@
 #include "engine/sha256.h"
 #include "engine/status_macros.h"
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -22,6 +23,39 @@ v1::Encoding DetectEncoding(std::string_view raw, bool json_content_type) {
 namespace {
 
 constexpr char kBlanks[] = " \t\r\n";
+
+// Protobuf's binary parser says why a message does not parse (a string field
+// that is not UTF-8, naming the field) only in its log, which goes to stderr: one
+// line per bad input, and the dead letter would not say it. While a thread
+// decodes (ParseCapturingLog), what protobuf logs on it goes into the error
+// instead; anything else goes to the handler installed before this one.
+thread_local std::string* captured_log = nullptr;
+google::protobuf::LogHandler* previous_log_handler = nullptr;
+
+void CapturingLogHandler(google::protobuf::LogLevel level, const char* filename, int line,
+                         const std::string& message) {
+  if (captured_log != nullptr && level != google::protobuf::LOGLEVEL_FATAL) {
+    if (captured_log->empty()) *captured_log = message;
+    return;
+  }
+  if (previous_log_handler != nullptr) previous_log_handler(level, filename, line, message);
+}
+
+// Installed before main, while one thread runs: SetLogHandler is not safe beside
+// threads that log. A program that installs its own handler later (the fuzzers
+// silence protobuf) gets the plain error text.
+[[maybe_unused]] const bool kCapturingLogHandlerInstalled = [] {
+  previous_log_handler = google::protobuf::SetLogHandler(&CapturingLogHandler);
+  return true;
+}();
+
+// Parses `raw` into `event`; `why` gets what protobuf logged meanwhile, if anything.
+bool ParseCapturingLog(std::string_view raw, v1::Event* event, std::string* why) {
+  captured_log = why;
+  const bool parsed = event->ParseFromArray(raw.data(), static_cast<int>(raw.size()));
+  captured_log = nullptr;
+  return parsed;
+}
 
 // What DecodeEvent checks beyond the parser.
 absl::Status CheckDecoded(const v1::Event& event) {
@@ -132,9 +166,14 @@ absl::StatusOr<v1::Event> DecodeEvent(std::string_view raw, v1::Encoding encodin
                        std::string(status.message())));
     }
   } else {
-    if (!event.ParseFromArray(raw.data(), static_cast<int>(raw.size()))) {
+    std::string why;
+    if (!ParseCapturingLog(raw, &event, &why)) {
+      // "String field 'loyalty.v1.Purchase.currency' contains invalid UTF-8 data
+      // when parsing a protocol buffer. Use the 'bytes' type if ...": its first part.
+      if (const size_t at = why.find(" when parsing"); at != std::string::npos) why.resize(at);
       return absl::InvalidArgumentError(
-          "bytes do not decode as a protobuf loyalty.v1.Event");
+          why.empty() ? "bytes do not decode as a protobuf loyalty.v1.Event"
+                      : absl::StrCat("bytes do not decode as a protobuf loyalty.v1.Event: ", why));
     }
     event.DiscardUnknownFields();
   }

@@ -2,7 +2,13 @@
 // duplicates and conflicts by event_id, and what a dead letter keeps.
 #include "engine/ingestor.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
@@ -344,6 +350,47 @@ TEST_CASE("a canonical protobuf input is stored once, not twice") {
   REQUIRE(r.encoding() == v1::ENCODING_PROTOBUF);
   REQUIRE(r.has_applied());
   REQUIRE_FALSE(r.applied().has_event());
+}
+
+TEST_CASE("a protobuf string that is not UTF-8 is a dead letter naming the field and prints nothing") {
+  // Protobuf's parser says which field only in its log (stderr): the dead letter
+  // says it instead, and a stream of such inputs does not flood stderr.
+  auto ev = DecodeEvent(kPurchase, v1::ENCODING_JSON);
+  REQUIRE(ev.ok());
+  std::string bytes = CanonicalEncoding(*ev);
+  const size_t at = bytes.find("EUR");
+  REQUIRE(at != std::string::npos);
+  bytes.replace(at, 2, "\xff\xfe");  // same length, not UTF-8
+
+  Harness h;
+  // stderr (fd 2) into a file while the input is ingested.
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/stderr";
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  REQUIRE((saved >= 0 && fd >= 0));
+  REQUIRE(::dup2(fd, 2) == 2);
+  const IngestCounts counts = h.Ingest({bytes});
+  std::fflush(stderr);
+  REQUIRE(::dup2(saved, 2) == 2);
+  ::close(fd);
+  ::close(saved);
+  std::ifstream in(path);
+  const std::string printed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(printed.empty());
+
+  REQUIRE(counts.dead_letters == 1);
+  const v1::LogRecord r = h.Last();
+  REQUIRE(r.has_dead_letter());
+  CHECK(r.dead_letter().reason() == v1::UNDECODABLE);
+  CHECK(r.dead_letter().detail() ==
+        "bytes do not decode as a protobuf loyalty.v1.Event: String field "
+        "'loyalty.v1.Purchase.currency' contains invalid UTF-8 data");
+  // Bytes that are not protobuf at all: the plain text.
+  auto bad = DecodeEvent(std::string("\x0a\xff\xff\xff", 4), v1::ENCODING_PROTOBUF);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message() == "bytes do not decode as a protobuf loyalty.v1.Event");
 }
 
 TEST_CASE("the same dead letter at the same position is not logged twice") {

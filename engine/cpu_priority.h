@@ -22,8 +22,10 @@ absl::Status SetThreadNice(int nice);
 
 // Asks the scheduler for time slices of `slice` for the calling thread (Linux 6.12
 // and later, EEVDF: a thread with a shorter slice than the one running preempts it
-// when it wakes; the kernel clamps it to 0.1-100 ms; the default is 3 ms). Earlier
-// kernels take the call and ignore the slice. Keeps the thread's nice value.
+// when it wakes; the kernel clamps it to 0.1-100 ms; the default grows with the
+// number of cores, 1.4 ms on a 2-core machine). Earlier kernels take the call and
+// ignore the slice. Keeps the thread's nice value; the policy becomes SCHED_OTHER
+// (the engine's threads have no other).
 absl::Status SetThreadSlice(absl::Duration slice);
 
 // Runs RocksDB's background threads of `env` (flushes and compactions, both

@@ -12,9 +12,6 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
-#include <optional>
 #include <thread>
 
 #include "google/protobuf/util/json_util.h"
@@ -25,6 +22,7 @@
 #include "server/http_server.h"
 #include "server/query_service.h"
 #include "tests/testing/ledger_harness.h"
+#include "tests/testing/thread_slice.h"
 
 namespace loyalty {
 namespace {
@@ -411,22 +409,6 @@ TEST_CASE("connections made together are all accepted at once while the workers 
   CHECK(connected == kConnections);
 }
 
-// How many of this process's threads run with a time slice of `ns` nanoseconds, as
-// the kernel reports it (/proc/self/task/*/sched, EEVDF kernels); nullopt where it
-// reports no slices.
-std::optional<int> ThreadsWithSlice(uint64_t ns) {
-  std::optional<int> count;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream in(task.path() / "sched");
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("se.slice", 0) != 0) continue;
-      count = count.value_or(0) + (std::stoull(line.substr(line.find(':') + 1)) == ns ? 1 : 0);
-    }
-  }
-  return count;
-}
-
 TEST_CASE("the HTTP workers and accept loop ask for short time slices") {
   // So that a query woken while ingestion runs preempts it (HttpOptions::
   // thread_slice): measured, not asserted, in docs/benchmarks.md; here, that the
@@ -442,8 +424,8 @@ TEST_CASE("the HTTP workers and accept loop ask for short time slices") {
   http.thread_slice = absl::Microseconds(300);
   auto hs = HttpServer::Start(&service, &metrics, {}, http);
   REQUIRE(hs.ok());
-  if (!ThreadsWithSlice(300'000).has_value()) {
-    WARN("this kernel reports no time slices: not checked");
+  if (!testing::KernelHonoursThreadSlices()) {
+    WARN("this kernel does not honour a thread's slice (before 6.12): not checked");
     return;
   }
   // The workers and the accept loop ask as they start, which may be just after
@@ -452,7 +434,7 @@ TEST_CASE("the HTTP workers and accept loop ask for short time slices") {
     int n = -1;
     for (int i = 0; i < 500 && n != want; ++i) {
       if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      n = ThreadsWithSlice(300'000).value_or(-1);
+      n = testing::ThreadsWithSlice(300'000);
     }
     return n;
   };

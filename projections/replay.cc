@@ -80,23 +80,23 @@ class MapStates final : public StateSource {
     for (auto& [id, slot] : slots_) states.emplace_back(id, std::move(slot.state));
     slots_.clear();
     last_ = nullptr;
-    std::sort(states.begin(), states.end(),
-              [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (auto& [id, state] : states) {
-      result->states.emplace_hint(result->states.end(), std::move(id), std::move(state));
-    }
-    std::vector<std::pair<std::string, std::string>> ids(std::make_move_iterator(ids_.begin()),
-                                                          std::make_move_iterator(ids_.end()));
+    MoveSorted(std::move(states), &result->states);
+    MoveSorted(std::vector<std::pair<std::string, std::string>>(
+                   std::make_move_iterator(ids_.begin()), std::make_move_iterator(ids_.end())),
+               &result->decision_ids);
     ids_.clear();
-    std::sort(ids.begin(), ids.end(),
-              [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (auto& [key, value] : ids) {
-      result->decision_ids.emplace_hint(result->decision_ids.end(), std::move(key),
-                                        std::move(value));
-    }
   }
 
  private:
+  // `items` sorted by key, into `out` (empty) in that order.
+  template <typename V>
+  static void MoveSorted(std::vector<std::pair<std::string, V>> items,
+                         std::map<std::string, V>* out) {
+    std::sort(items.begin(), items.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto& [key, value] : items) out->emplace_hint(out->end(), std::move(key), std::move(value));
+  }
+
   struct Slot {
     std::unique_ptr<v1::CustomerState> state;
     std::unique_ptr<OrderIdIndex> order_ids;

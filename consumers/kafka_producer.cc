@@ -5,6 +5,7 @@
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
+#include "consumers/kafka_config.h"
 #include "engine/status_macros.h"
 
 namespace loyalty {
@@ -32,7 +33,7 @@ absl::StatusOr<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(
       {"enable.idempotence", "true"},  // retries never duplicate or reorder
       {"linger.ms", "5"},
       {"client.id", "loyalty-producer"}};
-  all.insert(all.end(), config.begin(), config.end());
+  for (auto& kv : ConfigFor(KafkaClient::kProducer, config)) all.push_back(std::move(kv));
   for (const auto& [k, v] : all) {
     if (conf->set(k, v, err) != RdKafka::Conf::CONF_OK) {
       return absl::InvalidArgumentError(absl::StrCat("Kafka setting ", k, "=", v, ": ", err));

@@ -19,7 +19,8 @@ namespace loyalty {
 
 class KafkaProducer {
  public:
-  // `config` are librdkafka properties applied last (TLS, SASL, ...).
+  // `config` are librdkafka properties applied last (TLS, SASL, ...); those
+  // librdkafka documents as the consumer's alone are left out (ConfigFor).
   static absl::StatusOr<std::unique_ptr<KafkaProducer>> Create(
       const std::string& brokers, const std::vector<std::pair<std::string, std::string>>& config);
   ~KafkaProducer();

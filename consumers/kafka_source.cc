@@ -9,6 +9,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "consumers/kafka_config.h"
 #include "engine/status_macros.h"
 
 namespace loyalty {
@@ -171,7 +172,9 @@ absl::StatusOr<std::unique_ptr<KafkaSource>> KafkaSource::Create(
   // Partitions added to the topic are found at the next metadata refresh:
   // librdkafka's default of 5 minutes would leave them unread that long.
   LOYALTY_RETURN_IF_ERROR(set("topic.metadata.refresh.interval.ms", "10000"));
-  for (const auto& [k, v] : options.config) LOYALTY_RETURN_IF_ERROR(set(k, v));
+  for (const auto& [k, v] : ConfigFor(KafkaClient::kConsumer, options.config)) {
+    LOYALTY_RETURN_IF_ERROR(set(k, v));
+  }
   if (conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(impl.get()), err) !=
       RdKafka::Conf::CONF_OK) {
     return absl::InternalError(err);

@@ -30,7 +30,8 @@ struct KafkaSourceOptions {
   std::string topic = "loyalty.events";
   // The consumer group. Default: loyalty-engine.
   std::string group = "loyalty-engine";
-  // librdkafka properties passed through (TLS, SASL, ...), applied last.
+  // librdkafka properties passed through (TLS, SASL, ...), applied last; those
+  // librdkafka documents as the producer's alone are left out (ConfigFor).
   std::vector<std::pair<std::string, std::string>> config;
   // A batch ends at this many messages... Default: kDefaultBatchMessages (one
   // WriteBatch, one WAL sync: larger batches amortize the sync and the states).

@@ -2,16 +2,11 @@
 // duplicates and conflicts by event_id, and what a dead letter keeps.
 #include "engine/ingestor.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <cstdio>
-#include <fstream>
-#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
+#include "tests/testing/stderr_capture.h"
 #include "tests/testing/temp_dir.h"
 
 namespace loyalty {
@@ -363,21 +358,8 @@ TEST_CASE("a protobuf string that is not UTF-8 is a dead letter naming the field
   bytes.replace(at, 2, "\xff\xfe");  // same length, not UTF-8
 
   Harness h;
-  // stderr (fd 2) into a file while the input is ingested.
-  testing::TempDir dir;
-  const std::string path = dir.path() + "/stderr";
-  std::fflush(stderr);
-  const int saved = ::dup(2);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  REQUIRE((saved >= 0 && fd >= 0));
-  REQUIRE(::dup2(fd, 2) == 2);
-  const IngestCounts counts = h.Ingest({bytes});
-  std::fflush(stderr);
-  REQUIRE(::dup2(saved, 2) == 2);
-  ::close(fd);
-  ::close(saved);
-  std::ifstream in(path);
-  const std::string printed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  IngestCounts counts;
+  const std::string printed = testing::CaptureStderr([&] { counts = h.Ingest({bytes}); });
   CHECK(printed.empty());
 
   REQUIRE(counts.dead_letters == 1);

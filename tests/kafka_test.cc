@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "consumers/jsonl_reader.h"
+#include "consumers/kafka_config.h"
 #include "absl/strings/match.h"
 #include "consumers/kafka_producer.h"
 #include "consumers/kafka_source.h"
@@ -23,6 +24,7 @@
 #include "projections/projector.h"
 #include "projections/state_store.h"
 #include "tests/testing/ledger_harness.h"
+#include "tests/testing/stderr_capture.h"
 #include "tools/produce.h"
 
 namespace loyalty {
@@ -380,6 +382,41 @@ std::vector<ReadMessage> ReadTopic(const std::string& brokers, const std::string
   }
   c->close();
   return out;
+}
+
+TEST_CASE("kafka: each client takes the properties librdkafka gives its kind") {
+  // `serve --kafka-config` gives one list to the consumer and to the outbox's
+  // producer.
+  const KafkaConfig given = {{"session.timeout.ms", "6000"},   // consumer only
+                             {"linger.ms", "1"},               // producer only
+                             {"security.protocol", "plaintext"},
+                             {"auto.offset.reset", "earliest"},  // consumer only
+                             {"acks", "all"},                  // producer only (an alias)
+                             {"no.such.property", "1"}};
+  CHECK(ConfigFor(KafkaClient::kConsumer, given) ==
+        KafkaConfig{{"session.timeout.ms", "6000"},
+                    {"security.protocol", "plaintext"},
+                    {"auto.offset.reset", "earliest"},
+                    {"no.such.property", "1"}});
+  CHECK(ConfigFor(KafkaClient::kProducer, given) ==
+        KafkaConfig{{"linger.ms", "1"},
+                    {"security.protocol", "plaintext"},
+                    {"acks", "all"},
+                    {"no.such.property", "1"}});
+
+  // So a producer given a consumer's property prints nothing (librdkafka warned
+  // with a CONFWARN line), and an unknown property is still refused.
+  auto cluster = MockCluster::Start(1);
+  REQUIRE(cluster.ok());
+  const std::string printed = testing::CaptureStderr([&] {
+    auto producer = KafkaProducer::Create((*cluster)->bootstrap_servers(),
+                                          {{"session.timeout.ms", "6000"}});
+    REQUIRE(producer.ok());
+  });
+  CHECK(printed == "");
+  auto refused = KafkaProducer::Create((*cluster)->bootstrap_servers(), {{"no.such.property", "1"}});
+  REQUIRE_FALSE(refused.ok());
+  CHECK(absl::StrContains(refused.status().message(), "no.such.property"));
 }
 
 TEST_CASE("kafka: a failed delivery fails one flush and not the ones after it") {

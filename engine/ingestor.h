@@ -109,6 +109,9 @@ class EventProcessor {
   // Called once per batch before any record: may append records of its own (a
   // program change).
   virtual absl::Status BeginBatch(LogBatch* batch) = 0;
+  // After BeginBatch, before the batch's events: the customers they are for, in
+  // order (repeats included). A processor may start reading their state ahead.
+  virtual void Prefetch(absl::Span<const std::string_view> customer_ids) {}
   // Decides an applied event that will be record `seq`: fills `applied`'s outcome
   // and adds to `customers` every customer whose ledger it wrote. `event` may be
   // `applied`'s own event, which it must leave as it is.

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/container/flat_hash_set.h"
+
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
 #include "engine/status_macros.h"
@@ -15,6 +17,72 @@
 namespace loyalty {
 
 using ProjectionCf = LogBatch::ProjectionCf;
+
+// Reads and parses, on a thread of its own, the stored states of the customers a
+// batch is about to ask for, in the order it will. Mutable takes each from here:
+// read already, being read (it waits), or not yet come to (it reads the state
+// itself and the thread skips it). Only states not in cache_ when the batch began
+// are given: the store holds them as the batch sees them, since the states of a
+// batch not yet committed all stay in cache_ (Evict).
+class Projector::StatePrefetch {
+ public:
+  StatePrefetch(const EventLog& log, std::vector<std::string> ids)
+      : log_(log), ids_(std::move(ids)), slots_(ids_.size()) {
+    index_.reserve(ids_.size());
+    for (size_t i = 0; i < ids_.size(); ++i) index_.emplace(ids_[i], i);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~StatePrefetch() {
+    stop_.store(true, std::memory_order_relaxed);
+    thread_.join();
+  }
+
+  // The state of `customer_id` as stored, if it is one of those given and was not
+  // taken before; nullopt otherwise. `*ahead` says whether the thread read it.
+  std::optional<absl::StatusOr<Cached>> Take(const std::string& customer_id, bool* ahead) {
+    *ahead = false;
+    auto it = index_.find(customer_id);
+    if (it == index_.end()) return std::nullopt;
+    Slot& slot = slots_[it->second];
+    int stage = kPending;
+    if (slot.stage.compare_exchange_strong(stage, kTaken)) {
+      return ReadStored(log_, customer_id);  // the thread has not come to it
+    }
+    while (stage == kReading) {
+      slot.stage.wait(kReading);
+      stage = slot.stage.load();
+    }
+    if (stage != kRead) return std::nullopt;
+    slot.stage.store(kTaken);
+    *ahead = true;
+    return std::move(slot.read);
+  }
+
+ private:
+  enum : int { kPending, kReading, kRead, kTaken };
+  struct Slot {
+    std::atomic<int> stage{kPending};
+    absl::StatusOr<Cached> read;  // set by the thread before it makes stage kRead
+  };
+
+  void Run() {
+    for (size_t i = 0; i < slots_.size() && !stop_.load(std::memory_order_relaxed); ++i) {
+      Slot& slot = slots_[i];
+      int stage = kPending;
+      if (!slot.stage.compare_exchange_strong(stage, kReading)) continue;  // taken
+      slot.read = ReadStored(log_, ids_[i]);
+      slot.stage.store(kRead);
+      slot.stage.notify_one();
+    }
+  }
+
+  const EventLog& log_;
+  const std::vector<std::string> ids_;
+  absl::flat_hash_map<std::string, size_t> index_;  // id -> its slot
+  std::vector<Slot> slots_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;  // last: started once the members above exist
+};
 
 absl::StatusOr<std::unique_ptr<Projector>> Projector::Open(EventLog* log,
                                                            const v1::Program& program,
@@ -30,6 +98,9 @@ absl::StatusOr<std::unique_ptr<Projector>> Projector::Open(EventLog* log,
   LOYALTY_RETURN_IF_ERROR(p->Load());
   return p;
 }
+
+Projector::Projector(EventLog* log) : log_(log) {}
+Projector::~Projector() = default;
 
 absl::Status Projector::Load() {
   auto stored = log_->GetProjection(ProjectionCf::kProjectionMeta, kMetaProgram);
@@ -75,6 +146,7 @@ void Projector::Evict() {
 }
 
 absl::Status Projector::BeginBatch(LogBatch* batch) {
+  prefetch_.reset();
   dirty_.clear();  // the previous batch ended (EndBatch marked its states) or aborted
   remembered_.clear();
   ++batch_number_;
@@ -97,27 +169,52 @@ absl::Status Projector::BeginBatch(LogBatch* batch) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Projector::Cached> Projector::ReadStored(const EventLog& log,
+                                                       const std::string& customer_id) {
+  Cached cached;
+  cached.state = std::make_unique<v1::CustomerState>();
+  auto head = log.GetProjection(ProjectionCf::kCustomerState, customer_id);
+  if (head.ok()) {
+    LOYALTY_ASSIGN_OR_RETURN(std::string stored, StateBytesOfHead(log, customer_id, *head));
+    if (!ParseCustomerState(stored, cached.state.get())) {
+      return absl::DataLossError(
+          absl::StrCat("the state of customer ", customer_id, " does not decode"));
+    }
+    cached.bytes = stored.size();
+    if (EncodedState::IsChunkedHead(*head)) cached.head = *std::move(head);
+  } else if (absl::IsNotFound(head.status())) {
+    cached.state->set_customer_id(customer_id);
+  } else {
+    return head.status();
+  }
+  return cached;
+}
+
+void Projector::Prefetch(absl::Span<const std::string_view> customer_ids) {
+  prefetch_.reset();
+  if (!prefetch_enabled_) return;
+  std::vector<std::string> ids;
+  absl::flat_hash_set<absl::string_view> seen;
+  for (std::string_view id : customer_ids) {
+    const absl::string_view key(id.data(), id.size());
+    if (cache_.contains(key) || !seen.insert(key).second) continue;
+    ids.emplace_back(id);
+  }
+  if (ids.size() < kPrefetchFrom) return;
+  prefetch_ = std::make_unique<StatePrefetch>(*log_, std::move(ids));
+}
+
 absl::StatusOr<v1::CustomerState*> Projector::Mutable(const std::string& customer_id) {
   auto it = cache_.find(customer_id);
   if (it == cache_.end()) {
-    Cached cached;
-    cached.state = std::make_unique<v1::CustomerState>();
-    auto head = log_->GetProjection(ProjectionCf::kCustomerState, customer_id);
-    if (head.ok()) {
-      LOYALTY_ASSIGN_OR_RETURN(std::string stored, StateBytesOfHead(*log_, customer_id, *head));
-      if (!ParseCustomerState(stored, cached.state.get())) {
-        return absl::DataLossError(absl::StrCat("the state of customer ", customer_id,
-                                                " does not decode"));
-      }
-      cached.bytes = stored.size();
-      if (EncodedState::IsChunkedHead(*head)) cached.head = *std::move(head);
-    } else if (absl::IsNotFound(head.status())) {
-      cached.state->set_customer_id(customer_id);
-    } else {
-      return head.status();
-    }
-    cached_bytes_ += cached.bytes;
-    it = cache_.emplace(customer_id, std::move(cached)).first;
+    std::optional<absl::StatusOr<Cached>> read;
+    bool ahead = false;
+    if (prefetch_ != nullptr) read = prefetch_->Take(customer_id, &ahead);
+    if (!read.has_value()) read = ReadStored(*log_, customer_id);
+    if (ahead) ++states_read_ahead_;
+    if (!read->ok()) return read->status();
+    cached_bytes_ += (*read)->bytes;
+    it = cache_.emplace(customer_id, **std::move(read)).first;
   }
   Cached& cached = it->second;
   if (cached.kept_parsed) {
@@ -187,6 +284,7 @@ absl::Status Projector::Process(const v1::Event& event, uint64_t seq, v1::Applie
 }
 
 absl::Status Projector::EndBatch(LogBatch* batch) {
+  prefetch_.reset();  // every state the batch asked for is in cache_
   // In key order (the memtable then reuses its insertion point between puts); a
   // state named twice is one customer's, so its repeats end up side by side.
   std::sort(dirty_.begin(), dirty_.end(), [](const v1::CustomerState* a, const v1::CustomerState* b) {
@@ -330,6 +428,7 @@ void Projector::Committed() {
 }
 
 void Projector::AbortBatch() {
+  prefetch_.reset();
   // The store holds every state as of the last committed batch: forget those
   // changed since (by the batch in progress, or by an ended batch whose commit
   // failed or will not happen) so that they are read again from it.

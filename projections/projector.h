@@ -62,6 +62,11 @@ inline constexpr size_t kDefaultParsedStateBytes = 96 << 20;
 // so that a duplicate check costs one lookup instead of a pass over the orders.
 inline constexpr size_t kDefaultOrderIndexFrom = 64;
 
+// A batch that will ask for at least this many states not in memory has them read
+// and parsed ahead on a second thread (Projector::Prefetch); fewer are not worth a
+// thread's start.
+inline constexpr size_t kPrefetchFrom = 64;
+
 // The threads that serialize a batch's changed states, when it changed at least
 // kParallelSerializeFrom of them (fewer are not worth a thread's start).
 inline constexpr int kDefaultSerializeThreads = 2;
@@ -77,9 +82,14 @@ class Projector final : public EventProcessor, public StateSource {
       size_t state_cache_bytes = kDefaultStateCacheBytes,
       size_t order_index_from = kDefaultOrderIndexFrom,
       size_t parsed_state_bytes = kDefaultParsedStateBytes);
+  ~Projector() override;
 
   // EventProcessor
   absl::Status BeginBatch(LogBatch* batch) override;
+  // Reads and parses the states of `customer_ids` not in memory on a thread of its
+  // own, in that order, while the batch's events are decided; Mutable takes each
+  // from there (or reads it itself if the thread has not come to it yet).
+  void Prefetch(absl::Span<const std::string_view> customer_ids) override;
   absl::Status Process(const v1::Event& event, uint64_t seq, v1::Applied* applied,
                        std::vector<std::string>* customers) override;
   absl::Status EndBatch(LogBatch* batch) override;
@@ -96,6 +106,8 @@ class Projector final : public EventProcessor, public StateSource {
 
   // How many threads serialize a batch's changed states (at least 1).
   void set_serialize_threads(int threads) { serialize_threads_ = std::max(1, threads); }
+  // Whether Prefetch reads states ahead (default true); off, Mutable reads each.
+  void set_prefetch(bool on) { prefetch_enabled_ = on; }
 
   const Rules& rules() const { return *rules_; }
   uint32_t program_version() const { return in_force_.version(); }
@@ -107,11 +119,14 @@ class Projector final : public EventProcessor, public StateSource {
   // States kept parsed between batches, and the memory they hold.
   size_t parsed_states() const { return kept_.size(); }
   size_t parsed_bytes() const { return parsed_bytes_; }
+  // States a batch took from those read ahead (Prefetch), since opened.
+  uint64_t states_read_ahead() const { return states_read_ahead_; }
 
  private:
   struct Cached;
+  class StatePrefetch;
 
-  explicit Projector(EventLog* log) : log_(log) {}
+  explicit Projector(EventLog* log);
   absl::Status Load();
   // The sweep's index: every customer's SignalState.next_check_at (0s left out),
   // loaded from the store at the first sweep and kept up to date by EndBatch.
@@ -129,6 +144,9 @@ class Projector final : public EventProcessor, public StateSource {
   // The memory `cached` takes parsed (its state and its order id index), its state
   // `serialized_bytes` long when serialized.
   static size_t ParsedBytes(Cached* cached, size_t serialized_bytes);
+  // A customer's state as the store holds it (a new one if it holds none), as an
+  // entry of cache_.
+  static absl::StatusOr<Cached> ReadStored(const EventLog& log, const std::string& customer_id);
 
   EventLog* log_;
   v1::Program configured_;
@@ -184,6 +202,10 @@ class Projector final : public EventProcessor, public StateSource {
   std::deque<Ended> ended_;  // ended, not yet reported committed; oldest first
   bool due_loaded_ = false;
   DueIndex due_;
+  bool prefetch_enabled_ = true;
+  uint64_t states_read_ahead_ = 0;
+  // The states the batch in progress reads ahead (Prefetch), until it ends.
+  std::unique_ptr<StatePrefetch> prefetch_;
 };
 
 }  // namespace loyalty

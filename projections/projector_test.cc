@@ -250,6 +250,32 @@ TEST_CASE("projector: states serialized on two threads are those serialized on o
   CheckRebuildEqualsLive(two.log());
 }
 
+TEST_CASE("projector: states read ahead on a second thread are those read when asked") {
+  // Batches of 400 purchases over 300 customers with a cache far smaller than the
+  // states: each batch asks for more stored states than kPrefetchFrom, which a
+  // second thread reads and parses ahead (Projector::Prefetch). The stored states
+  // and the log must be byte for byte those of a run that reads each state when
+  // the decider asks for it, and the states those the log's replay gives.
+  testing::HarnessOptions asked;
+  asked.state_cache_bytes = 8 << 10;
+  asked.parsed_state_bytes = 0;
+  asked.prefetch = false;
+  testing::HarnessOptions ahead = asked;
+  ahead.prefetch = true;
+  testing::LedgerHarness a(asked), b(ahead);
+  for (int from = 1; from <= 4000; from += 400) {
+    const std::vector<InputMessage> batch = Purchases(from, from + 399, 300);
+    REQUIRE(a.Ingest(batch).ok());
+    REQUIRE(b.Ingest(batch).ok());
+  }
+  CHECK(a.projector().states_read_ahead() == 0);
+  // Each batch after the first asks for about 300 states the small cache dropped.
+  CHECK(b.projector().states_read_ahead() > 1000);
+  REQUIRE(States(a.log()).size() == 300);
+  CHECK(testing::StoreContents(b.log()) == testing::StoreContents(a.log()));
+  CheckRebuildEqualsLive(b.log());
+}
+
 TEST_CASE("projector: a batch whose commit fails leaves nothing of it in memory") {
   // The batch is decided and its states serialized (EndBatch), then the commit
   // fails. The projector must forget those states: the next read of each is the

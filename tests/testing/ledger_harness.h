@@ -57,6 +57,8 @@ struct HarnessOptions {
   size_t order_index_from = kDefaultOrderIndexFrom;
   size_t parsed_state_bytes = kDefaultParsedStateBytes;
   int serialize_threads = kDefaultSerializeThreads;
+  // Projector::set_prefetch.
+  bool prefetch = true;
   // Ingestor::set_pipelined: a batch is stored by the next call (or Flush).
   bool pipelined = false;
   // Ingestor::set_batch_state_bytes.
@@ -89,6 +91,7 @@ class LedgerHarness {
     REQUIRE(projector.ok());
     projector_ = std::move(*projector);
     projector_->set_serialize_threads(o.serialize_threads);
+    projector_->set_prefetch(o.prefetch);
     ingestor_ = std::make_unique<Ingestor>(log_.get(), &clock_, projector_.get());
     ingestor_->set_pipelined(o.pipelined);
     ingestor_->set_batch_state_bytes(o.batch_state_bytes);

@@ -280,15 +280,6 @@ absl::StatusOr<IngestCounts> Ingestor::Build(absl::Span<const InputMessage> batc
     processor_->Prefetch(customers);
   }
 
-  if (processor_ != nullptr) {
-    std::vector<std::string_view> customers;
-    customers.reserve(batch.size());
-    for (const Decoded& d : decoded) {
-      if (d.verdict == Verdict::kApply) customers.push_back(d.input.event.customer_id());
-    }
-    processor_->Prefetch(customers);
-  }
-
   // Idempotency by event_id, against committed state and earlier messages of this
   // batch. Only applied events reserve an id.
   std::vector<std::string_view> ids;

@@ -140,22 +140,28 @@ struct ReadAhead {
 
 // Reads records on a thread of its own, in chunks, a few chunks ahead of the
 // consumer (bounded memory), until the range ends, the scan fails or the consumer
-// stops. With a `prepare`, a second thread runs it on each chunk read, between the
-// reading and the consumer, so that reading, preparing and replaying share the
-// cores.
+// stops. With a `prepare`, kPreparers more threads run it on the chunks read, each
+// on the next chunk not taken, between the reading and the consumer (which gets
+// the chunks in order), so that reading, preparing and replaying share the cores.
 class RecordReader {
  public:
+  // The audit's preparing (decoding every raw input again) took a core on its own
+  // and held the replay back (docs/benchmarks.md, run Z): two share it.
+  static constexpr int kPreparers = 2;
+
   RecordReader(const EventLog& log, uint64_t to_seq, const ReplayPrepare& prepare)
-      : prepare_(prepare),
-        reader_([this, &log, to_seq] { Read(log, to_seq); }),
-        preparer_(prepare ? std::thread([this] { PrepareChunks(); }) : std::thread()) {}
+      : prepare_(prepare), reader_([this, &log, to_seq] { Read(log, to_seq); }) {
+    if (prepare_) {
+      for (int i = 0; i < kPreparers; ++i) preparers_.emplace_back([this] { PrepareChunks(); });
+    }
+  }
   ~RecordReader() {
     {
       absl::MutexLock lock(&mu_);
       stopped_ = true;
     }
     reader_.join();
-    if (preparer_.joinable()) preparer_.join();
+    for (std::thread& t : preparers_) t.join();
   }
 
   // The next chunk, in order; empty once everything is read (then `done` says how
@@ -197,6 +203,7 @@ class RecordReader {
             this));
         if (stopped_) return false;
         ReadQueue().push_back(std::move(chunk));
+        ++chunks_read_;
         spent.swap(spent_);
       }
       chunk.clear();
@@ -233,27 +240,26 @@ class RecordReader {
     absl::MutexLock lock(&mu_);
     scan_status_ = s;
     read_all_ = true;
-    if (!prepare_) finished_ = true;
+    if (!prepare_ || chunks_ready_ == chunks_read_) finished_ = true;
   }
 
-  // The preparing thread: `prepare_` on each chunk read, in order.
+  // A preparing thread: `prepare_` on the next chunk read that no other took, then
+  // the chunk to the consumer once those before it are there.
   void PrepareChunks() {
     std::vector<PrepareItem> items;
     std::vector<size_t> at;
     for (;;) {
       std::vector<ReadAhead> chunk;
+      uint64_t number = 0;  // the chunk's place in the order read
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
             +[](RecordReader* r) { return !r->read_.empty() || r->read_all_ || r->stopped_; },
             this));
-        if (stopped_) return;
-        if (read_.empty()) {
-          finished_ = true;
-          return;
-        }
+        if (stopped_ || read_.empty()) return;  // stopped, or every chunk is taken
         chunk = std::move(read_.front());
         read_.pop_front();
+        number = chunks_taken_++;
       }
       items.clear();
       at.clear();
@@ -267,10 +273,22 @@ class RecordReader {
         chunk[at[k]].prepared = std::move(prepared[k]);
       }
       absl::MutexLock lock(&mu_);
+      struct Turn {
+        RecordReader* r;
+        uint64_t number;
+      } turn{this, number};
       mu_.Await(absl::Condition(
-          +[](RecordReader* r) { return r->ready_.size() < kChunksAhead || r->stopped_; }, this));
+          +[](Turn* t) {
+            RecordReader* r = t->r;
+            r->mu_.AssertReaderHeld();
+            return (r->chunks_ready_ == t->number && r->ready_.size() < kChunksAhead) ||
+                   r->stopped_;
+          },
+          &turn));
       if (stopped_) return;
       ready_.push_back(std::move(chunk));
+      ++chunks_ready_;
+      if (read_all_ && chunks_ready_ == chunks_read_) finished_ = true;
     }
   }
 
@@ -279,13 +297,16 @@ class RecordReader {
   std::deque<std::vector<ReadAhead>> read_ ABSL_GUARDED_BY(mu_);   // read, to prepare
   std::deque<std::vector<ReadAhead>> ready_ ABSL_GUARDED_BY(mu_);  // for the consumer
   std::deque<std::vector<ReadAhead>> spent_ ABSL_GUARDED_BY(mu_);
+  uint64_t chunks_read_ ABSL_GUARDED_BY(mu_) = 0;   // handed over by the reader
+  uint64_t chunks_taken_ ABSL_GUARDED_BY(mu_) = 0;  // ... taken by a preparer
+  uint64_t chunks_ready_ ABSL_GUARDED_BY(mu_) = 0;  // ... and passed to the consumer
   bool read_all_ ABSL_GUARDED_BY(mu_) = false;  // the scan ended (scan_status_ says how)
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // ... and every chunk is ready
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status scan_status_ ABSL_GUARDED_BY(mu_);
   // Last: started once the members above exist.
   std::thread reader_;
-  std::thread preparer_;
+  std::vector<std::thread> preparers_;
 };
 
 }  // namespace

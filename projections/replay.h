@@ -34,9 +34,10 @@ struct ReplayResult {
 };
 
 // Work on records that does not depend on the records before them (the audit
-// decodes each record's raw input again). Runs on the thread that reads ahead of
+// decodes each record's raw input again). Runs on the threads that read ahead of
 // the replay (see ReplayLog), on each chunk of records read, and returns one value
-// for each of `records`, which goes to the hook with that record.
+// for each of `records`, which goes to the hook with that record. Two chunks may
+// be prepared at once, on two threads.
 struct PrepareItem {
   uint64_t seq = 0;
   const v1::LogRecord* record = nullptr;
@@ -53,9 +54,9 @@ using ReplayHook = std::function<absl::Status(uint64_t seq, const v1::LogRecord&
                                               const std::any& prepared)>;
 
 // Replays records [1, to_seq] of `log`. `progress`, if set, is called now and then
-// with the records done. A second thread reads the records ahead, parses them and
-// their events, and runs `prepare` on each; the decisions stay on the calling
-// thread, in order.
+// with the records done. A second thread reads the records ahead and parses them
+// and their events, and two more run `prepare` on them (if given); the decisions
+// stay on the calling thread, in order.
 absl::StatusOr<ReplayResult> ReplayLog(const EventLog& log, uint64_t to_seq,
                                        const std::function<void(uint64_t)>& progress = {},
                                        const ReplayHook& hook = {},

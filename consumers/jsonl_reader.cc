@@ -104,7 +104,8 @@ absl::StatusOr<bool> JsonLinesReader::Read(size_t max_messages,
 }
 
 struct JsonLinesReadAhead::Shared {
-  Shared(std::unique_ptr<JsonLinesReader> r, size_t lines) : reader(std::move(r)), batch_lines(lines) {}
+  Shared(std::unique_ptr<JsonLinesReader> r, size_t lines)
+      : reader(std::move(r)), batch_lines(lines) {}
 
   // The reading thread: reads and decodes a batch, hands it over, and waits until
   // the caller has taken it, until the input ends, a read fails or it is stopped.

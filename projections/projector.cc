@@ -5,7 +5,6 @@
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
-
 #include "absl/strings/str_cat.h"
 #include "engine/event_codec.h"
 #include "engine/status_macros.h"

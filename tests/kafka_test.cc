@@ -414,7 +414,8 @@ TEST_CASE("kafka: each client takes the properties librdkafka gives its kind") {
     REQUIRE(producer.ok());
   });
   CHECK(printed == "");
-  auto refused = KafkaProducer::Create((*cluster)->bootstrap_servers(), {{"no.such.property", "1"}});
+  auto refused =
+      KafkaProducer::Create((*cluster)->bootstrap_servers(), {{"no.such.property", "1"}});
   REQUIRE_FALSE(refused.ok());
   CHECK(absl::StrContains(refused.status().message(), "no.such.property"));
 }

@@ -4,11 +4,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <deque>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "engine/sha256.h"
 #include "engine/validation.h"
 
@@ -101,95 +98,6 @@ absl::StatusOr<bool> JsonLinesReader::Read(size_t max_messages,
     ++taken;
   }
   return true;
-}
-
-struct JsonLinesReadAhead::Shared {
-  Shared(std::unique_ptr<JsonLinesReader> r, size_t lines)
-      : reader(std::move(r)), batch_lines(lines) {}
-
-  // The reading thread: reads and decodes a batch, hands it over, and waits until
-  // the caller has taken it, until the input ends, a read fails or it is stopped.
-  void Run() {
-    for (;;) {
-      std::vector<InputMessage> messages;
-      messages.reserve(batch_lines);
-      absl::StatusOr<bool> more = reader->Read(batch_lines, &messages);
-      const Counts counts{reader->lines_read(), reader->blank_lines(), reader->bytes_read(),
-                          reader->total_bytes()};
-      {
-        absl::MutexLock lock(&mu);
-        if (stop) return;
-        decoding = true;
-      }
-      Batch batch;
-      if (more.ok() && !messages.empty()) batch.decoded = DecodeBatch(std::move(messages));
-      batch.counts = counts;
-      absl::MutexLock lock(&mu);
-      decoding = false;
-      if (!batch.decoded.messages.empty()) ready.push_back(std::move(batch));
-      if (!more.ok() || !*more) {
-        ended = true;
-        if (!more.ok()) error = more.status();
-        final_counts = counts;
-        return;
-      }
-      mu.Await(absl::Condition(
-          +[](Shared* s) {
-            s->mu.AssertReaderHeld();
-            return s->ready.size() < kBatchesAhead || s->stop;
-          },
-          this));
-      if (stop) return;
-    }
-  }
-
-  const std::unique_ptr<JsonLinesReader> reader;
-  const size_t batch_lines;
-  absl::Mutex mu;
-  std::deque<Batch> ready ABSL_GUARDED_BY(mu);
-  bool ended ABSL_GUARDED_BY(mu) = false;  // nothing more will be read
-  absl::Status error ABSL_GUARDED_BY(mu);  // why, if not the end of the input
-  Counts final_counts ABSL_GUARDED_BY(mu);
-  bool stop ABSL_GUARDED_BY(mu) = false;
-  bool decoding ABSL_GUARDED_BY(mu) = false;
-};
-
-JsonLinesReadAhead::JsonLinesReadAhead(std::unique_ptr<JsonLinesReader> reader, size_t batch_lines)
-    : shared_(std::make_shared<Shared>(std::move(reader), batch_lines)) {
-  std::thread([shared = shared_] { shared->Run(); }).detach();
-}
-
-JsonLinesReadAhead::~JsonLinesReadAhead() {
-  absl::MutexLock lock(&shared_->mu);
-  shared_->stop = true;
-  // A batch being decoded is finished first (the process may be about to exit);
-  // after a read, the thread sees `stop` and ends.
-  shared_->mu.Await(absl::Condition(
-      +[](Shared* s) {
-        s->mu.AssertReaderHeld();
-        return !s->decoding;
-      },
-      shared_.get()));
-}
-
-absl::StatusOr<bool> JsonLinesReadAhead::Next(Batch* out) {
-  Shared& s = *shared_;
-  absl::MutexLock lock(&s.mu);
-  s.mu.Await(absl::Condition(
-      +[](Shared* sh) {
-        sh->mu.AssertReaderHeld();
-        return !sh->ready.empty() || sh->ended;
-      },
-      &s));
-  if (!s.ready.empty()) {
-    *out = std::move(s.ready.front());
-    s.ready.pop_front();
-    return true;
-  }
-  if (!s.error.ok()) return s.error;
-  out->decoded = DecodedBatch();
-  out->counts = s.final_counts;
-  return false;
 }
 
 }  // namespace loyalty

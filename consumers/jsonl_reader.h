@@ -51,42 +51,6 @@ class JsonLinesReader {
   uint64_t total_bytes_ = 0;
 };
 
-// Reads a JsonLinesReader's batches on a thread of its own and decodes them there
-// (DecodeBatch), up to kBatchesAhead batches ahead of the caller: decoding JSON is
-// the largest share of ingesting a file, and this way it runs beside the ingestion
-// of the batch before (Ingestor::IngestDecoded) instead of before it.
-class JsonLinesReadAhead {
- public:
-  static constexpr size_t kBatchesAhead = 1;
-
-  // The reader's counts as of the end of a batch (or of the input).
-  struct Counts {
-    uint64_t lines_read = 0;
-    uint64_t blank_lines = 0;
-    uint64_t bytes_read = 0;
-    uint64_t total_bytes = 0;
-  };
-  struct Batch {
-    DecodedBatch decoded;  // never empty
-    Counts counts;
-  };
-
-  // Reads `reader` in batches of up to `batch_lines` messages.
-  JsonLinesReadAhead(std::unique_ptr<JsonLinesReader> reader, size_t batch_lines);
-  // Stops the reading. A batch being decoded is waited for, a read in progress is
-  // not (standard input may stay open and silent): it finishes on its own, and the
-  // thread then ends and closes the reader.
-  ~JsonLinesReadAhead();
-
-  // The next batch; false once the input has ended (then `out->counts` are the
-  // final counts). A read error is returned, after every batch read before it.
-  absl::StatusOr<bool> Next(Batch* out);
-
- private:
-  struct Shared;  // the reader and the batches: the thread's, and this object's
-  std::shared_ptr<Shared> shared_;
-};
-
 }  // namespace loyalty
 
 #endif  // LOYALTY_CONSUMERS_JSONL_READER_H_

@@ -27,10 +27,9 @@ struct Decoded {
   InputVerdict input;
 };
 
-// The verdict on an input of at most kMaxMessageBytes, given what decoding it gave,
-// but for the checks that need the clock (FinishCheck).
-InputVerdict DecodedVerdict(std::string_view raw, v1::Encoding encoding,
-                            absl::StatusOr<v1::Event> event) {
+// The verdict on an input of at most kMaxMessageBytes, given what decoding it gave.
+InputVerdict VerdictOf(std::string_view raw, v1::Encoding encoding,
+                       absl::StatusOr<v1::Event> event, absl::Time clock) {
   InputVerdict v;
   if (!event.ok()) {
     v.rejection = {v1::UNDECODABLE, std::string(event.status().message())};
@@ -51,6 +50,10 @@ InputVerdict DecodedVerdict(std::string_view raw, v1::Encoding encoding,
     return v;
   }
   v.event = std::move(*event);  // kept for a dead letter too: its event id is indexed
+  if (auto r = ValidateEvent(v.event, clock)) {
+    v.rejection = std::move(*r);
+    return v;
+  }
   v.canonical = CanonicalEncoding(v.event);
   v.digest = ContentDigest(v.canonical);
   v.ok = true;
@@ -65,7 +68,7 @@ InputVerdict CheckInput(std::string_view raw, v1::Encoding encoding, uint64_t fu
   return std::move(CheckInputs({&input, 1})[0]);
 }
 
-std::vector<InputVerdict> DecodeInputs(absl::Span<const InputToCheck> inputs) {
+std::vector<InputVerdict> CheckInputs(absl::Span<const InputToCheck> inputs) {
   std::vector<InputVerdict> verdicts(inputs.size());
   std::vector<std::string_view> json;
   std::vector<size_t> json_at;
@@ -80,45 +83,15 @@ std::vector<InputVerdict> DecodeInputs(absl::Span<const InputToCheck> inputs) {
       json.push_back(in.raw);
       json_at.push_back(i);
     } else {
-      verdicts[i] = DecodedVerdict(in.raw, in.encoding, DecodeEvent(in.raw, in.encoding));
+      verdicts[i] = VerdictOf(in.raw, in.encoding, DecodeEvent(in.raw, in.encoding), in.clock);
     }
   }
   std::vector<absl::StatusOr<v1::Event>> events = DecodeJsonEvents(json);
   for (size_t k = 0; k < json_at.size(); ++k) {
     const InputToCheck& in = inputs[json_at[k]];
-    verdicts[json_at[k]] = DecodedVerdict(in.raw, in.encoding, std::move(events[k]));
+    verdicts[json_at[k]] = VerdictOf(in.raw, in.encoding, std::move(events[k]), in.clock);
   }
   return verdicts;
-}
-
-void FinishCheck(absl::Time clock, InputVerdict* verdict) {
-  if (!verdict->ok) return;
-  if (auto r = ValidateEvent(verdict->event, clock)) {
-    verdict->ok = false;
-    verdict->rejection = std::move(*r);
-    verdict->canonical.clear();
-    verdict->digest.clear();
-  }
-}
-
-std::vector<InputVerdict> CheckInputs(absl::Span<const InputToCheck> inputs) {
-  std::vector<InputVerdict> verdicts = DecodeInputs(inputs);
-  for (size_t i = 0; i < inputs.size(); ++i) FinishCheck(inputs[i].clock, &verdicts[i]);
-  return verdicts;
-}
-
-DecodedBatch DecodeBatch(std::vector<InputMessage> messages) {
-  DecodedBatch out;
-  out.messages = std::move(messages);
-  std::vector<InputToCheck> inputs;
-  inputs.reserve(out.messages.size());
-  out.encodings.reserve(out.messages.size());
-  for (const InputMessage& m : out.messages) {
-    out.encodings.push_back(DetectEncoding(m.raw, m.json_content_type));
-    inputs.push_back({m.raw, out.encodings.back(), m.full_size, absl::Time()});
-  }
-  out.verdicts = DecodeInputs(inputs);
-  return out;
 }
 
 absl::StatusOr<std::string> AppliedDigest(const EventLog& log, uint64_t seq,
@@ -170,34 +143,14 @@ absl::Status Ingestor::FinishInFlight() {
 
 absl::Status Ingestor::Flush() { return FinishInFlight(); }
 
-Ingestor::Slice Ingestor::Slice::Sub(size_t at, size_t n) const {
-  Slice sub{messages.subspan(at, n), {}, {}};
-  if (!verdicts.empty()) {
-    sub.encodings = encodings.subspan(at, n);
-    sub.verdicts = verdicts.subspan(at, n);
-  }
-  return sub;
-}
-
 absl::StatusOr<IngestCounts> Ingestor::IngestBatch(const std::vector<InputMessage>& batch) {
-  return Ingest(Slice{batch, {}, {}});
-}
-
-absl::StatusOr<IngestCounts> Ingestor::IngestDecoded(DecodedBatch* batch) {
-  if (batch->encodings.size() != batch->messages.size() ||
-      batch->verdicts.size() != batch->messages.size()) {
-    return absl::InvalidArgumentError("a decoded batch must hold one verdict per message");
-  }
-  return Ingest(Slice{batch->messages, batch->encodings, absl::MakeSpan(batch->verdicts)});
-}
-
-absl::StatusOr<IngestCounts> Ingestor::Ingest(Slice all) {
+  const absl::Span<const InputMessage> all(batch);
   IngestCounts total;
   size_t at = 0;
   do {
-    const size_t n = slice_messages_ == 0 ? all.messages.size() - at
-                                          : std::min(slice_messages_, all.messages.size() - at);
-    LOYALTY_ASSIGN_OR_RETURN(IngestCounts counts, IngestAppend(all.Sub(at, n)));
+    const size_t n = slice_messages_ == 0 ? all.size() - at
+                                          : std::min(slice_messages_, all.size() - at);
+    LOYALTY_ASSIGN_OR_RETURN(IngestCounts counts, IngestAppend(all.subspan(at, n)));
     total.Add(counts);
     at += n;
     if (processor_ == nullptr || n == 0) continue;
@@ -209,11 +162,11 @@ absl::StatusOr<IngestCounts> Ingestor::Ingest(Slice all) {
                          static_cast<double>(std::max<size_t>(bytes, 1));
       slice_messages_ = std::max(kMinSliceMessages, static_cast<size_t>(fit));
     }
-  } while (at < all.messages.size());
+  } while (at < all.size());
   return total;
 }
 
-absl::StatusOr<IngestCounts> Ingestor::IngestAppend(Slice batch) {
+absl::StatusOr<IngestCounts> Ingestor::IngestAppend(absl::Span<const InputMessage> batch) {
   ++appends_;
   const bool after_in_flight = in_flight_commit_.valid();
   LogBatch out = after_in_flight ? log_->NewBatchAfter(in_flight_head_) : log_->NewBatch();
@@ -282,8 +235,8 @@ absl::StatusOr<size_t> Ingestor::Sweep() {
 // microseconds to start; a JSON message about ten to check).
 constexpr size_t kParallelCheckFrom = 256;
 
-absl::StatusOr<IngestCounts> Ingestor::Build(Slice slice, LogBatch* out_batch, InFlight* added) {
-  const absl::Span<const InputMessage> batch = slice.messages;
+absl::StatusOr<IngestCounts> Ingestor::Build(absl::Span<const InputMessage> batch,
+                                             LogBatch* out_batch, InFlight* added) {
   LogBatch& out = *out_batch;
   IngestCounts counts;
   counts.messages = batch.size();
@@ -293,14 +246,6 @@ absl::StatusOr<IngestCounts> Ingestor::Build(Slice slice, LogBatch* out_batch, I
   // validation of occurred_at uses exactly that reading.
   const absl::Time now = absl::FromUnixMicros(absl::ToUnixMicros(clock_->Now()));
   std::vector<Decoded> decoded(batch.size());
-  // Decoded ahead: only the checks that need `now` are left.
-  auto finish = [&](size_t i) {
-    Decoded& d = decoded[i];
-    d.encoding = slice.encodings[i];
-    d.input = std::move(slice.verdicts[i]);
-    FinishCheck(now, &d.input);
-    d.verdict = d.input.ok ? Verdict::kApply : Verdict::kDeadLetter;
-  };
   // Each message is checked on its own (a pure function of its bytes and `now`), so
   // large batches are split over threads; everything after is in order, here.
   auto check = [&](size_t from, size_t to) {
@@ -317,18 +262,14 @@ absl::StatusOr<IngestCounts> Ingestor::Build(Slice slice, LogBatch* out_batch, I
       d.verdict = d.input.ok ? Verdict::kApply : Verdict::kDeadLetter;
     }
   };
-  if (!slice.verdicts.empty()) {
-    for (size_t i = 0; i < batch.size(); ++i) finish(i);
-  } else {
-    const size_t threads =
-        batch.size() >= kParallelCheckFrom ? static_cast<size_t>(decode_threads_) : 1;
-    std::vector<std::thread> helpers;
-    for (size_t k = 1; k < threads; ++k) {
-      helpers.emplace_back(check, batch.size() * k / threads, batch.size() * (k + 1) / threads);
-    }
-    check(0, batch.size() / threads);
-    for (std::thread& t : helpers) t.join();
+  const size_t threads =
+      batch.size() >= kParallelCheckFrom ? static_cast<size_t>(decode_threads_) : 1;
+  std::vector<std::thread> helpers;
+  for (size_t k = 1; k < threads; ++k) {
+    helpers.emplace_back(check, batch.size() * k / threads, batch.size() * (k + 1) / threads);
   }
+  check(0, batch.size() / threads);
+  for (std::thread& t : helpers) t.join();
 
   if (processor_ != nullptr) {
     std::vector<std::string_view> customers;

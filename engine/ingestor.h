@@ -96,25 +96,6 @@ struct InputToCheck {
 };
 std::vector<InputVerdict> CheckInputs(absl::Span<const InputToCheck> inputs);
 
-// CheckInputs in two steps. DecodeInputs does all but the checks that need the
-// clock (ValidateEvent), and ignores the inputs' clocks: a pure function of the
-// bytes, so it may run ahead of the batch, on another thread (DecodeBatch). Its
-// verdicts say ok for every input that decodes; FinishCheck then validates the
-// event against `clock`, and rejects it (clearing canonical and digest) if need be.
-std::vector<InputVerdict> DecodeInputs(absl::Span<const InputToCheck> inputs);
-void FinishCheck(absl::Time clock, InputVerdict* verdict);
-
-// A batch of messages decoded ahead of its ingestion (DecodeBatch):
-// Ingestor::IngestDecoded then only finishes their checks (FinishCheck).
-struct DecodedBatch {
-  std::vector<InputMessage> messages;
-  // For each message: its encoding, and DecodeInputs' verdict.
-  std::vector<v1::Encoding> encodings;
-  std::vector<InputVerdict> verdicts;
-};
-// Takes `messages` and decodes them (on the calling thread). Thread-safe.
-DecodedBatch DecodeBatch(std::vector<InputMessage> messages);
-
 // The content digest of the event applied by record `seq` (what a repeat of its
 // event id is compared with). DataLoss if the record is missing or applied none.
 absl::StatusOr<std::string> AppliedDigest(const EventLog& log, uint64_t seq,
@@ -188,9 +169,6 @@ class Ingestor {
   // pipelined, of the one before it, if it was its commit that failed), and the
   // appends before it in the same batch are.
   absl::StatusOr<IngestCounts> IngestBatch(const std::vector<InputMessage>& batch);
-  // IngestBatch of a batch decoded ahead (DecodeBatch), with the same result. Its
-  // verdicts are used up (moved from).
-  absl::StatusOr<IngestCounts> IngestDecoded(DecodedBatch* batch);
 
   // The state bytes past which a batch is split (default kDefaultBatchStateBytes).
   void set_batch_state_bytes(size_t bytes) { batch_state_bytes_ = std::max<size_t>(1, bytes); }
@@ -220,20 +198,11 @@ class Ingestor {
     absl::flat_hash_map<std::string, std::string> event_ids;
     absl::flat_hash_map<std::string, std::string> dead_letters;
   };
-  // A slice of a batch, with what DecodeInputs gave for its messages if it was
-  // decoded ahead (else `verdicts` and `encodings` are empty).
-  struct Slice {
-    absl::Span<const InputMessage> messages;
-    absl::Span<const v1::Encoding> encodings;
-    absl::Span<InputVerdict> verdicts;
-    Slice Sub(size_t at, size_t n) const;
-  };
-  // IngestBatch and IngestDecoded.
-  absl::StatusOr<IngestCounts> Ingest(Slice batch);
   // `added`, if given, receives this batch's entries.
-  absl::StatusOr<IngestCounts> Build(Slice batch, LogBatch* out, InFlight* added);
+  absl::StatusOr<IngestCounts> Build(absl::Span<const InputMessage> batch, LogBatch* out,
+                                     InFlight* added);
   // One atomic append of `batch` (IngestBatch without the split).
-  absl::StatusOr<IngestCounts> IngestAppend(Slice batch);
+  absl::StatusOr<IngestCounts> IngestAppend(absl::Span<const InputMessage> batch);
   // The batch in flight's commit, waited for; the processor is told how it went.
   absl::Status FinishInFlight();
 

@@ -1,27 +1,20 @@
 // Pipelined ingestion (Ingestor::set_pipelined): a batch is decided while the one
 // before it is written. Whatever the batches hold, the log, the states and the
 // decision ids must be those of ingestion one batch at a time, byte for byte.
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <chrono>
-#include <fstream>
+
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "consumers/jsonl_reader.h"
 #include "engine/event_codec.h"
 #include "engine/event_log.h"
 #include "engine/ingestor.h"
-#include "engine/validation.h"
 #include "projections/projector.h"
 #include "projections/replay.h"
 #include "tests/testing/fault_env.h"
 #include "tests/testing/ledger_harness.h"
-#include "tests/testing/temp_dir.h"
 #include "tools/produce.h"
 
 namespace loyalty {
@@ -142,152 +135,6 @@ TEST_CASE("pipeline: pipelined ingestion stores what one batch at a time stores 
     REQUIRE(replay.ok());
     CHECK(replay->first_mismatch_seq == 0);
   }
-}
-
-TEST_CASE("pipeline: batches decoded ahead store what batches decoded in place store") {
-  // `loyalty ingest` decodes each batch on a reading thread (DecodeBatch) and the
-  // Ingestor then only finishes the checks that need its clock (IngestDecoded).
-  // The generated stream, with some events as protobuf, some dated past the clock's
-  // 24 h of skew, and an input over the size limit: byte for byte the same store.
-  auto batches = Batches(29);
-  int future = 0;
-  for (size_t b = 0; b < batches.size(); ++b) {
-    for (size_t i = 0; i < batches[b].size(); ++i) {
-      InputMessage& m = batches[b][i];
-      auto event = DecodeEvent(m.raw, v1::ENCODING_JSON);
-      if (!event.ok()) continue;
-      if (i % 7 == 0) m.raw = CanonicalEncoding(*event);  // protobuf
-      if (i % 53 == 0) {
-        // The harness clock reads 2100-01-01: two days later is past the skew.
-        event->mutable_occurred_at()->set_seconds(4102444800 + 2 * 86400);
-        m.raw = CanonicalEncoding(*event);
-        ++future;
-      }
-    }
-    if (b == 1) {
-      InputMessage large = batches[b].back();
-      large.full_size = kMaxMessageBytes + 1;
-      large.full_sha256 = std::string(32, 'x');
-      batches[b].push_back(std::move(large));
-    }
-  }
-  REQUIRE(future > 10);
-
-  // The two steps give CheckInputs' verdicts.
-  std::vector<InputToCheck> inputs;
-  const absl::Time now = absl::FromUnixSeconds(4102444800);
-  for (const InputMessage& m : batches[1]) {
-    inputs.push_back({m.raw, DetectEncoding(m.raw, m.json_content_type), m.full_size, now});
-  }
-  const std::vector<InputVerdict> checked = CheckInputs(inputs);
-  std::vector<InputVerdict> decoded = DecodeInputs(inputs);
-  REQUIRE(decoded.size() == checked.size());
-  for (size_t i = 0; i < decoded.size(); ++i) {
-    FinishCheck(now, &decoded[i]);
-    INFO("input " << i);
-    CHECK(decoded[i].ok == checked[i].ok);
-    CHECK(decoded[i].rejection.reason == checked[i].rejection.reason);
-    CHECK(decoded[i].rejection.detail == checked[i].rejection.detail);
-    CHECK(SameMessage(decoded[i].event, checked[i].event));
-    CHECK(decoded[i].canonical == checked[i].canonical);
-    CHECK(decoded[i].digest == checked[i].digest);
-  }
-
-  for (bool pipelined : {false, true}) {
-    testing::HarnessOptions o;
-    o.pipelined = pipelined;
-    o.state_cache_bytes = 4 << 10;
-    testing::LedgerHarness a(o), b(o);
-    IngestCounts ca, cb;
-    for (const auto& batch : batches) {
-      auto x = a.Ingest(batch);
-      REQUIRE(x.ok());
-      ca.Add(*x);
-      DecodedBatch ahead = DecodeBatch(batch);
-      auto y = b.ingestor().IngestDecoded(&ahead);
-      REQUIRE(y.ok());
-      cb.Add(*y);
-    }
-    REQUIRE(a.ingestor().Flush().ok());
-    REQUIRE(b.ingestor().Flush().ok());
-    INFO("pipelined " << pipelined);
-    CHECK(ca.dead_letters_by_reason[v1::OCCURRED_IN_FUTURE] > 10);
-    CHECK(ca.dead_letters_by_reason[v1::MESSAGE_TOO_LARGE] == 1);
-    CHECK(ca.dead_letters_by_reason[v1::UNDECODABLE] > 10);
-    CHECK(cb.dead_letters_by_reason == ca.dead_letters_by_reason);
-    CHECK(cb.applied == ca.applied);
-    CHECK(cb.duplicates == ca.duplicates);
-    CHECK(testing::StoreContents(b.log()) == testing::StoreContents(a.log()));
-  }
-  // A batch whose verdicts do not match its messages is refused.
-  testing::LedgerHarness h;
-  DecodedBatch odd = DecodeBatch(batches[0]);
-  odd.verdicts.pop_back();
-  CHECK(absl::IsInvalidArgument(h.ingestor().IngestDecoded(&odd).status()));
-}
-
-TEST_CASE("pipeline: a file read ahead gives the reader's batches and its counts") {
-  testing::TempDir dir;
-  const std::string path = dir.Sub("in.jsonl");
-  {
-    std::ofstream out(path);
-    for (int i = 1; i <= 2500; ++i) {
-      out << R"({"eventId":"e-)" << i << R"(","customerId":"c-1"})" << "\n";
-      if (i % 100 == 0) out << "  \n";  // blank: skipped and counted
-    }
-  }
-  auto direct = JsonLinesReader::Open(path);
-  REQUIRE(direct.ok());
-  auto reader = JsonLinesReader::Open(path);
-  REQUIRE(reader.ok());
-  JsonLinesReadAhead ahead(*std::move(reader), 1000);
-  JsonLinesReadAhead::Batch batch;
-  std::vector<size_t> sizes;
-  for (;;) {
-    auto more = ahead.Next(&batch);
-    REQUIRE(more.ok());
-    if (!*more) break;
-    std::vector<InputMessage> want;
-    REQUIRE((*direct)->Read(1000, &want).ok());
-    REQUIRE(batch.decoded.messages.size() == want.size());
-    for (size_t i = 0; i < want.size(); ++i) {
-      CHECK(batch.decoded.messages[i].raw == want[i].raw);
-      CHECK(batch.decoded.messages[i].source.file().line() == want[i].source.file().line());
-      // Decoded (the checks that need the clock are left to the Ingestor).
-      CHECK(batch.decoded.verdicts[i].ok);
-      CHECK(batch.decoded.verdicts[i].event.event_id() ==
-            DecodeEvent(want[i].raw, v1::ENCODING_JSON)->event_id());
-    }
-    CHECK(batch.counts.lines_read == (*direct)->lines_read());
-    sizes.push_back(want.size());
-  }
-  CHECK(sizes == std::vector<size_t>{1000, 1000, 500});
-  CHECK(batch.decoded.messages.empty());
-  CHECK(batch.counts.lines_read == 2525);
-  CHECK(batch.counts.blank_lines == 25);
-  CHECK(batch.counts.bytes_read == batch.counts.total_bytes);
-
-  // A read that fails is reported (a directory opens, and then fails to read).
-  auto bad = JsonLinesReader::Open(dir.path());
-  REQUIRE(bad.ok());
-  JsonLinesReadAhead failing(*std::move(bad), 10);
-  CHECK(absl::IsDataLoss(failing.Next(&batch).status()));
-}
-
-TEST_CASE("pipeline: reading ahead stops without waiting for an input that stays silent") {
-  // `tail -f events.jsonl | loyalty ingest -` stopped by an error: the reading
-  // thread waits for lines that may never come, and stopping must not wait for it.
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  REQUIRE(::write(fds[1], "{}\n", 3) == 3);
-  auto reader = JsonLinesReader::Open(absl::StrCat("/proc/self/fd/", fds[0]));
-  REQUIRE(reader.ok());
-  {
-    JsonLinesReadAhead ahead(*std::move(reader), 10);  // waits for 9 more lines
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }  // returns: this test would hang otherwise
-  CHECK(::close(fds[1]) == 0);  // the read ends, and the thread with it
-  CHECK(::close(fds[0]) == 0);
 }
 
 // One JSON line of customer c-1 at day `day`, with the payload member given.

@@ -101,20 +101,23 @@ absl::StatusOr<BenchResult> RunIngestFile(const BenchArgs& args, const std::stri
     LOYALTY_ASSIGN_OR_RETURN(std::unique_ptr<JsonLinesReader> reader, JsonLinesReader::Open(input));
     Ingestor ingestor(log, RealClock(), engine.projector.get());
     ingestor.set_pipelined(args.pipelined);
+    // The same batch size as `loyalty ingest` by default.
+    constexpr size_t kBatchLines = kDefaultBatchMessages;
+    std::vector<InputMessage> batch;
+    batch.reserve(kBatchLines);
     Sampler sampler(&stats.taken, std::chrono::milliseconds(500));
     const auto start = std::chrono::steady_clock::now();
-    // As `loyalty ingest`: the same batch size, lines read and decoded a batch ahead.
-    JsonLinesReadAhead read_ahead(std::move(reader), kDefaultBatchMessages);
-    JsonLinesReadAhead::Batch next;
-    for (;;) {
-      LOYALTY_ASSIGN_OR_RETURN(const bool more, read_ahead.Next(&next));
-      if (!more) break;
+    bool more = true;
+    while (more) {
+      batch.clear();
+      LOYALTY_ASSIGN_OR_RETURN(more, reader->Read(kBatchLines, &batch));
+      if (batch.empty()) continue;
       const auto t0 = std::chrono::steady_clock::now();
-      LOYALTY_ASSIGN_OR_RETURN(IngestCounts counts, ingestor.IngestDecoded(&next.decoded));
+      LOYALTY_ASSIGN_OR_RETURN(IngestCounts counts, ingestor.IngestBatch(batch));
       stats.batch_latency.Add(Since(t0));
       ++stats.batches;
       stats.counts.Add(counts);
-      stats.taken += next.decoded.messages.size();
+      stats.taken += batch.size();
     }
     LOYALTY_RETURN_IF_ERROR(ingestor.Flush());  // the last batch, if in flight
     seconds = Since(start);

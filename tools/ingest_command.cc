@@ -68,9 +68,8 @@ int RunIngest(const IngestArgs& args) {
   IngestCounts total;
   Progress progress;
   const auto start = std::chrono::steady_clock::now();
-  // Lines are read and decoded on a second thread, a batch ahead.
-  JsonLinesReadAhead read_ahead(*std::move(reader), args.batch_lines);
-  JsonLinesReadAhead::Batch next;
+  std::vector<InputMessage> batch;
+  batch.reserve(args.batch_lines);
   // The batch handed to the ingestor last, not known stored until the next call
   // (or Flush) returns OK: its last line and record.
   struct Handed {
@@ -85,15 +84,17 @@ int RunIngest(const IngestArgs& args) {
                 static_cast<unsigned long long>(h.seq));
     std::fflush(stdout);
   };
-  for (;;) {
-    auto got = read_ahead.Next(&next);
+  bool more = true;
+  while (more) {
+    batch.clear();
+    auto got = (*reader)->Read(args.batch_lines, &batch);
     if (!got.ok()) {
       std::fprintf(stderr, "loyalty ingest: %s\n", std::string(got.status().message()).c_str());
       return 1;
     }
-    if (!*got) break;
-    const std::vector<InputMessage>& batch = next.decoded.messages;
-    auto counts = ingestor.IngestDecoded(&next.decoded);
+    more = *got;
+    if (batch.empty()) continue;
+    auto counts = ingestor.IngestBatch(batch);
     if (!counts.ok()) {
       // Pipelined, the failure may be the commit of the batch before this one: the
       // log says where the stored input ends.
@@ -114,11 +115,12 @@ int RunIngest(const IngestArgs& args) {
       print_commit(*handed);
       handed.reset();
     }
-    const JsonLinesReadAhead::Counts& read = next.counts;
+    const uint64_t total_bytes = (*reader)->total_bytes();
     progress.Update(absl::StrFormat(
-        "ingest: %d lines%s, %d appended, %d duplicate, %d dead-lettered", read.lines_read,
-        read.total_bytes > 0
-            ? absl::StrFormat(" (%d%%)", read.bytes_read * 100 / read.total_bytes)
+        "ingest: %d lines%s, %d appended, %d duplicate, %d dead-lettered",
+        (*reader)->lines_read(),
+        total_bytes > 0
+            ? absl::StrFormat(" (%d%%)", (*reader)->bytes_read() * 100 / total_bytes)
             : "",
         total.applied, total.duplicates + total.repeated_dead_letters, total.dead_letters));
   }
@@ -132,11 +134,10 @@ int RunIngest(const IngestArgs& args) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const LogHead head = (*log)->head();
-  const JsonLinesReadAhead::Counts& read = next.counts;  // the final counts
   std::printf("read %llu lines from %s (%llu blank) in %.2f s: %.0f lines/s\n",
-              static_cast<unsigned long long>(read.lines_read), args.input.c_str(),
-              static_cast<unsigned long long>(read.blank_lines), seconds,
-              seconds > 0 ? read.lines_read / seconds : 0.0);
+              static_cast<unsigned long long>((*reader)->lines_read()), args.input.c_str(),
+              static_cast<unsigned long long>((*reader)->blank_lines()), seconds,
+              seconds > 0 ? (*reader)->lines_read() / seconds : 0.0);
   std::printf("  events accepted %llu, rejected by the rules %llu (program version %u)\n",
               static_cast<unsigned long long>(total.accepted),
               static_cast<unsigned long long>(total.rejected), (*projector)->program_version());

@@ -170,7 +170,11 @@ class RecordReader {
     absl::MutexLock lock(&mu_);
     if (!spent.empty()) spent_.push_back(std::move(spent));
     mu_.Await(absl::Condition(
-        +[](RecordReader* r) { return !r->ready_.empty() || r->finished_; }, this));
+        +[](RecordReader* r) {
+          r->mu_.AssertReaderHeld();
+          return !r->ready_.empty() || r->Finished();
+        },
+        this));
     if (ready_.empty()) {
       *done = scan_status_;
       return {};
@@ -184,7 +188,12 @@ class RecordReader {
   static constexpr size_t kChunk = 1024;
   static constexpr size_t kChunksAhead = 4;
 
-  // The queue a chunk read goes to: the preparer's, or the consumer's.
+  // The scan ended and every chunk read is ready for the consumer.
+  bool Finished() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return read_all_ && (!prepare_ || chunks_ready_ == chunks_read_);
+  }
+
+  // The queue a chunk read goes to: the preparers', or the consumer's.
   std::deque<std::vector<ReadAhead>>& ReadQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return prepare_ ? read_ : ready_;
   }
@@ -240,7 +249,6 @@ class RecordReader {
     absl::MutexLock lock(&mu_);
     scan_status_ = s;
     read_all_ = true;
-    if (!prepare_ || chunks_ready_ == chunks_read_) finished_ = true;
   }
 
   // A preparing thread: `prepare_` on the next chunk read that no other took, then
@@ -288,7 +296,6 @@ class RecordReader {
       if (stopped_) return;
       ready_.push_back(std::move(chunk));
       ++chunks_ready_;
-      if (read_all_ && chunks_ready_ == chunks_read_) finished_ = true;
     }
   }
 
@@ -301,7 +308,6 @@ class RecordReader {
   uint64_t chunks_taken_ ABSL_GUARDED_BY(mu_) = 0;  // ... taken by a preparer
   uint64_t chunks_ready_ ABSL_GUARDED_BY(mu_) = 0;  // ... and passed to the consumer
   bool read_all_ ABSL_GUARDED_BY(mu_) = false;  // the scan ended (scan_status_ says how)
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // ... and every chunk is ready
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status scan_status_ ABSL_GUARDED_BY(mu_);
   // Last: started once the members above exist.
